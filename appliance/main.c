@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * zwire's composition root: arguments -> config -> EAL and the data plane -> management socket -> the control
+ * loop on the main lcore -> teardown in reverse. The only place that may exit, and only before the loop starts.
+ *
+ *   zwire --config FILE [-- EAL args]    run a node
+ *   zwire --check-config FILE            validate FILE: exit 0, or 2 printing "FILE:LINE: ..." per error
+ *   zwire --version
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "appliance/config.h"
+#include "appliance/log.h"
+#include "appliance/node.h"
+#include "appliance/node_api.h"
+#include "mgmt/routes.h"
+#include "mgmt/server.h"
+
+#define MAIN_POLL_MS 100
+#define MAIN_DRAIN_MS 500
+
+static volatile sig_atomic_t main_signalled;
+
+static void main_on_signal(int sig)
+{
+    main_signalled = sig;
+}
+
+static void main_usage(FILE *out)
+{
+    fprintf(out, "usage: zwire --config FILE [-- EAL-ARGS...]\n"
+                 "       zwire --check-config FILE\n"
+                 "       zwire --version\n"
+                 "Runs a zwire mesh node. See examples/zwire.cfg for the configuration file.\n");
+}
+
+static struct app_config *main_load_config(const char *path)
+{
+    struct app_config_errors errs = {0};
+    struct app_config *cfg = app_config_load(path, &errs);
+
+    if (cfg == NULL)
+        app_config_errors_print(&errs, stderr);
+    app_config_errors_fini(&errs);
+    return cfg;
+}
+
+static int main_check_config(const char *path)
+{
+    struct app_config *cfg = main_load_config(path);
+    if (cfg == NULL)
+        return 2;
+    printf("%s: ok (node %s, %d ports, %d routes, %u workers)\n", path, cfg->node_name, cfg->n_ports,
+           cfg->n_routes, cfg->dataplane.workers);
+    app_config_free(cfg);
+    return 0;
+}
+
+static void main_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = main_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* The control loop: serve the management socket until a signal or /quitquitquit, then let replies drain. */
+static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
+{
+    struct timespec start, now;
+
+    while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE))
+        mgmt_server_poll(srv, MAIN_POLL_MS);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        mgmt_server_poll(srv, 10);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (mgmt_server_clients(srv) > 0 &&
+             (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < MAIN_DRAIN_MS);
+}
+
+static int main_run(const char *path, int n_cli, char **cli)
+{
+    static struct app_node node;
+    struct app_api api = {.node = &node};
+    struct mgmt_server_config scfg = {0};
+    struct mgmt_routes *routes = NULL;
+    struct mgmt_server *srv = NULL;
+    struct app_config *cfg;
+    const char *merr = NULL;
+    char **eal_argv = NULL;
+    char err[512];
+    int eal_argc = 0, rc = 1;
+
+    cfg = main_load_config(path);
+    if (cfg == NULL)
+        return 2;
+    app_log_set_level(cfg->log_level);
+    main_install_signals();
+
+    routes = mgmt_routes_new(&merr);
+    if (routes == NULL || app_api_register(&api, routes) < 0) {
+        APP_LOG_ERR("main", "cannot set up the management routes: %s", merr ? merr : "out of memory");
+        goto out;
+    }
+    scfg.unix_path = cfg->mgmt.socket_path;
+    scfg.tcp_listen = cfg->mgmt.metrics_listen;
+    scfg.routes = routes;
+    srv = mgmt_server_new(&scfg, &merr);
+    if (srv == NULL) {
+        APP_LOG_ERR("main", "management socket %s: %s", cfg->mgmt.socket_path, merr ? merr : "cannot listen");
+        goto out;
+    }
+
+    eal_argc = app_node_eal_args(cfg, n_cli, cli, &eal_argv);
+    if (eal_argc < 0) {
+        APP_LOG_ERR("main", "out of memory building EAL arguments");
+        goto out;
+    }
+    if (app_node_start(&node, cfg, eal_argc, eal_argv, err, sizeof(err)) < 0) {
+        APP_LOG_ERR("main", "%s", err);
+        goto out;
+    }
+    __atomic_store_n(&api.ready, 1, __ATOMIC_RELEASE);
+    APP_LOG_INFO("main", "node %s ready: %d ports, %u workers, management socket %s", cfg->node_name, cfg->n_ports,
+                 node.n_workers, cfg->mgmt.socket_path);
+
+    main_control_loop(srv, &api);
+    APP_LOG_INFO("main", "stopping (%s)", main_signalled ? strsignal(main_signalled) : "quitquitquit");
+    rc = 0;
+out:
+    __atomic_store_n(&api.ready, 0, __ATOMIC_RELEASE);
+    app_node_stop(&node);
+    mgmt_server_free(srv); /* closes and removes the socket file */
+    app_api_fini(&api);
+    mgmt_routes_free(routes);
+    app_node_fini(&node);
+    if (eal_argv != NULL)
+        app_node_eal_args_free(eal_argc, eal_argv);
+    app_config_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", required_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'k':
+            return main_check_config(optarg);
+        case 'V':
+            printf("zwire %s\n", ZW_VERSION);
+            return 0;
+        case 'h':
+            main_usage(stdout);
+            return 0;
+        default:
+            main_usage(stderr);
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        main_usage(stderr);
+        return 2;
+    }
+    /* getopt stops at "--": what follows goes to EAL as given */
+    return main_run(config, argc - optind, argv + optind);
+}

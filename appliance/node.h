@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A zwire node on the DPDK backend: EAL, the mbuf pool, the ports, the stack and its worker lcores.
+ *
+ * Lifecycle: app_node_eal_args() -> app_node_start() (control thread, before any worker runs) ->
+ * workers poll until app_node_stop() raises the stop flag and joins them -> app_node_fini().
+ * After start, node->stack is immutable; each worker owns node->lcores[i]; the control thread reads counters and
+ * reaches worker state only through dp_lcore_rpc_call().
+ */
+#ifndef ZW_APP_NODE_H
+#define ZW_APP_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appliance/config.h"
+#include "dpdk/dp.h"
+
+struct app_node {
+    const struct app_config *cfg;
+    struct dp_stack stack;
+    unsigned n_workers;
+    struct dp_lcore *lcores;        /* n_workers, cache aligned, lcores[i] belongs to worker i */
+    bool eal_up;
+    bool ports_started[DP_MAX_PORTS];
+    bool running;                   /* workers launched */
+    uint32_t stop;                  /* set by app_node_stop(); workers poll it */
+    uint64_t start_ms;
+};
+
+/* The EAL argument vector for cfg plus extra arguments from the command line. The caller frees it with
+ * app_node_eal_args_free(). Returns the count, or -ENOMEM. */
+int app_node_eal_args(const struct app_config *cfg, int n_cli, char **cli, char ***argv_out);
+void app_node_eal_args_free(int argc, char **argv);
+
+/* Initialise EAL with argv, then the pool, ports, routes and lcores; launch the workers. 0 or -errno with err set. */
+int app_node_start(struct app_node *node, const struct app_config *cfg, int argc, char **argv, char *err,
+                   size_t errlen);
+
+/* Raise the stop flag and wait for every worker; idempotent. */
+void app_node_stop(struct app_node *node);
+
+/* Stop ports, free everything, clean up EAL (and its runtime files). Idempotent. */
+void app_node_fini(struct app_node *node);
+
+/* Milliseconds on the TSC clock every worker uses. */
+uint64_t app_node_now_ms(void);
+
+#endif
