@@ -137,6 +137,7 @@ struct dp_lcore_stats {
 };
 
 struct rte_ring;
+struct dp_tcp;
 
 struct dp_lcore {
     unsigned lcore_id;
@@ -146,6 +147,7 @@ struct dp_lcore {
     dp_tx_burst_fn tx_burst;   /* rte_eth_tx_burst in production, a capture in tests */
     struct dp_txq tx[DP_MAX_PORTS];
     struct dp_arp_table arp;
+    struct dp_tcp *tcp;        /* NULL until dp_tcp_init() */
     struct rte_ring *inbox;    /* neighbour updates from other lcores (multi-producer) */
     uint64_t icmp_tokens;      /* ICMP error budget, refilled every second */
     uint64_t icmp_refill_ms;

@@ -10,6 +10,7 @@
 
 #include "dpdk/dp.h"
 #include "dpdk/stack.h"
+#include "dpdk/tcp_impl.h"
 
 static bool ip4_is_martian_source(uint32_t a)
 {
@@ -74,6 +75,9 @@ static void ip4_local_deliver(struct dp_lcore *lc, uint8_t port, struct rte_mbuf
     switch (ip->next_proto_id) {
     case IPPROTO_ICMP:
         dp_icmp_input(lc, port, m, ihl);
+        return;
+    case IPPROTO_TCP:
+        dp_tcp_input(lc, m, ihl);
         return;
     default:
         dp_drop(lc, m, DP_CNT_IP4_LOCAL_PROTO);
