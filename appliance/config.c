@@ -16,6 +16,7 @@
  *    destroyed before returning, so nothing points into it.
  */
 #include "appliance/config.h"
+#include "appliance/config_parse.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -150,27 +151,7 @@ const char *app_log_level_name(enum app_log_level level)
  * Error collection
  * ------------------------------------------------------------------------------------------------------------ */
 
-struct config_msg {
-    unsigned line;
-    char *text;
-};
-
-struct config_ctx {
-    const char *name;           /* file name used in messages */
-    struct app_config *cfg;
-    struct config_msg *msgs;
-    int n_msgs;
-    int cap_msgs;
-    bool oom;
-    /* settings kept for cross-field checks; NULL when the field is absent or invalid */
-    const config_setting_t *port_name[APP_CONFIG_MAX_PORTS];
-    const config_setting_t *port_addr[APP_CONFIG_MAX_PORTS];
-    const config_setting_t *route_prefix[APP_CONFIG_MAX_ROUTES];
-    const config_setting_t *route_via[APP_CONFIG_MAX_ROUTES];
-    bool port_addr_bad;         /* some port address is missing or invalid */
-};
-
-static void config_add_msg(struct config_ctx *ctx, unsigned line, char *text)
+void app_cfg_add_msg(struct app_cfg_ctx *ctx, unsigned line, char *text)
 {
     if (text == NULL) {
         ctx->oom = true;
@@ -178,7 +159,7 @@ static void config_add_msg(struct config_ctx *ctx, unsigned line, char *text)
     }
     if (ctx->n_msgs == ctx->cap_msgs) {
         int cap = ctx->cap_msgs ? ctx->cap_msgs * 2 : 16;
-        struct config_msg *m = realloc(ctx->msgs, (size_t)cap * sizeof(*m));
+        struct app_cfg_msg *m = realloc(ctx->msgs, (size_t)cap * sizeof(*m));
 
         if (m == NULL) {
             free(text);
@@ -194,8 +175,7 @@ static void config_add_msg(struct config_ctx *ctx, unsigned line, char *text)
 }
 
 /* Records "FILE:LINE: <fmt>" for setting s (NULL: line 0 in the main file). */
-__attribute__((format(printf, 3, 4)))
-static void config_error(struct config_ctx *ctx, const config_setting_t *s, const char *fmt, ...)
+void app_cfg_error(struct app_cfg_ctx *ctx, const config_setting_t *s, const char *fmt, ...)
 {
     const char *file = s != NULL && config_setting_source_file(s) != NULL ? config_setting_source_file(s) : ctx->name;
     unsigned line = s != NULL ? config_setting_source_line(s) : 0;
@@ -213,10 +193,10 @@ static void config_error(struct config_ctx *ctx, const config_setting_t *s, cons
     if (asprintf(&text, "%s:%u: %s", file, line, body) < 0)
         text = NULL;
     free(body);
-    config_add_msg(ctx, line, text);
+    app_cfg_add_msg(ctx, line, text);
 }
 
-static char *config_strdup(struct config_ctx *ctx, const char *s)
+char *app_cfg_strdup(struct app_cfg_ctx *ctx, const char *s)
 {
     char *d = strdup(s);
 
@@ -226,9 +206,9 @@ static char *config_strdup(struct config_ctx *ctx, const char *s)
 }
 
 /* Replaces *dst (owned) with a copy of s. */
-static void config_set_str(struct config_ctx *ctx, char **dst, const char *s)
+void app_cfg_set_str(struct app_cfg_ctx *ctx, char **dst, const char *s)
 {
-    char *d = config_strdup(ctx, s);
+    char *d = app_cfg_strdup(ctx, s);
 
     if (d != NULL) {
         free(*dst);
@@ -237,10 +217,10 @@ static void config_set_str(struct config_ctx *ctx, char **dst, const char *s)
 }
 
 /* Moves the messages, sorted by line (stable), into errs; errs may be NULL. */
-static void config_flush_msgs(struct config_ctx *ctx, struct app_config_errors *errs)
+static void config_flush_msgs(struct app_cfg_ctx *ctx, struct app_config_errors *errs)
 {
     for (int i = 1; i < ctx->n_msgs; i++) {
-        struct config_msg m = ctx->msgs[i];
+        struct app_cfg_msg m = ctx->msgs[i];
         int j = i;
 
         for (; j > 0 && ctx->msgs[j - 1].line > m.line; j--)
@@ -271,14 +251,14 @@ static void config_flush_msgs(struct config_ctx *ctx, struct app_config_errors *
  * ------------------------------------------------------------------------------------------------------------ */
 
 /* "where.key", or "key" at the top level, into buf. */
-static const char *config_path(char *buf, size_t size, const char *where, const char *key)
+const char *app_cfg_path(char *buf, size_t size, const char *where, const char *key)
 {
     snprintf(buf, size, "%s%s%s", where, where[0] != '\0' ? "." : "", key);
     return buf;
 }
 
 /* Describes what a setting holds, for "expected X, got Y". */
-static const char *config_describe(const config_setting_t *s, char *buf, size_t size)
+const char *app_cfg_describe(const config_setting_t *s, char *buf, size_t size)
 {
     switch (config_setting_type(s)) {
     case CONFIG_TYPE_INT:
@@ -311,7 +291,7 @@ static const char *config_describe(const config_setting_t *s, char *buf, size_t 
 }
 
 /* True when s has type want (INT and INT64 both count as integers); otherwise records an error. */
-static bool config_check_type(struct config_ctx *ctx, const config_setting_t *s, const char *path, int want)
+bool app_cfg_check_type(struct app_cfg_ctx *ctx, const config_setting_t *s, const char *path, int want)
 {
     int type = config_setting_type(s);
     const char *what;
@@ -327,12 +307,12 @@ static bool config_check_type(struct config_ctx *ctx, const config_setting_t *s,
     case CONFIG_TYPE_LIST: what = "a list"; break;
     default: what = "something else"; break;
     }
-    config_error(ctx, s, "%s: expected %s, got %s", path, what, config_describe(s, got, sizeof(got)));
+    app_cfg_error(ctx, s, "%s: expected %s, got %s", path, what, app_cfg_describe(s, got, sizeof(got)));
     return false;
 }
 
 /* Records "unknown key" for every member of group whose name is not in known (NULL-terminated). */
-static void config_check_unknown(struct config_ctx *ctx, const config_setting_t *group, const char *where,
+void app_cfg_check_unknown(struct app_cfg_ctx *ctx, const config_setting_t *group, const char *where,
                                  const char *const *known)
 {
     int n = config_setting_length(group);
@@ -346,80 +326,80 @@ static void config_check_unknown(struct config_ctx *ctx, const config_setting_t 
             found = strcmp(*k, name) == 0;
         if (!found) {
             if (where[0] == '\0')
-                config_error(ctx, m, "unknown key \"%s\" at top level", name);
+                app_cfg_error(ctx, m, "unknown key \"%s\" at top level", name);
             else
-                config_error(ctx, m, "unknown key \"%s\" in %s", name, where);
+                app_cfg_error(ctx, m, "unknown key \"%s\" in %s", name, where);
         }
     }
 }
 
 /* The member key of group, or NULL; a missing required key is recorded at the group's line. */
-static const config_setting_t *config_member(struct config_ctx *ctx, const config_setting_t *group,
+const config_setting_t *app_cfg_member(struct app_cfg_ctx *ctx, const config_setting_t *group,
                                              const char *where, const char *key, bool required)
 {
     const config_setting_t *s = config_setting_get_member(group, key);
     char path[96];
 
     if (s == NULL && required)
-        config_error(ctx, config_setting_is_root(group) ? NULL : group, "%s: required key is missing",
-                     config_path(path, sizeof(path), where, key));
+        app_cfg_error(ctx, config_setting_is_root(group) ? NULL : group, "%s: required key is missing",
+                     app_cfg_path(path, sizeof(path), where, key));
     return s;
 }
 
 /* Optional (or required) sub-group; NULL when absent or not a group. */
-static const config_setting_t *config_read_group(struct config_ctx *ctx, const config_setting_t *parent,
+const config_setting_t *app_cfg_read_group(struct app_cfg_ctx *ctx, const config_setting_t *parent,
                                                  const char *where, const char *key, bool required)
 {
-    const config_setting_t *s = config_member(ctx, parent, where, key, required);
+    const config_setting_t *s = app_cfg_member(ctx, parent, where, key, required);
     char path[96];
 
-    if (s == NULL || !config_check_type(ctx, s, config_path(path, sizeof(path), where, key), CONFIG_TYPE_GROUP))
+    if (s == NULL || !app_cfg_check_type(ctx, s, app_cfg_path(path, sizeof(path), where, key), CONFIG_TYPE_GROUP))
         return NULL;
     return s;
 }
 
 /* Integer in [min, max] into *out; leaves *out alone when absent or invalid. */
-static void config_read_u32(struct config_ctx *ctx, const config_setting_t *group, const char *where,
+void app_cfg_read_u32(struct app_cfg_ctx *ctx, const config_setting_t *group, const char *where,
                             const char *key, uint32_t min, uint32_t max, uint32_t *out)
 {
-    const config_setting_t *s = config_member(ctx, group, where, key, false);
+    const config_setting_t *s = app_cfg_member(ctx, group, where, key, false);
     char path[96];
     long long v;
 
-    if (s == NULL || !config_check_type(ctx, s, config_path(path, sizeof(path), where, key), CONFIG_TYPE_INT))
+    if (s == NULL || !app_cfg_check_type(ctx, s, app_cfg_path(path, sizeof(path), where, key), CONFIG_TYPE_INT))
         return;
     v = config_setting_get_int64(s);
     if (v < (long long)min || v > (long long)max) {
         if (max == UINT32_MAX)
-            config_error(ctx, s, "%s: %lld is out of range (at %s %" PRIu32 ")", path, v, v < min ? "least" : "most",
+            app_cfg_error(ctx, s, "%s: %lld is out of range (at %s %" PRIu32 ")", path, v, v < min ? "least" : "most",
                          v < min ? min : max);
         else
-            config_error(ctx, s, "%s: %lld is out of range (%" PRIu32 "..%" PRIu32 ")", path, v, min, max);
+            app_cfg_error(ctx, s, "%s: %lld is out of range (%" PRIu32 "..%" PRIu32 ")", path, v, min, max);
         return;
     }
     *out = (uint32_t)v;
 }
 
-static void config_read_bool(struct config_ctx *ctx, const config_setting_t *group, const char *where,
+void app_cfg_read_bool(struct app_cfg_ctx *ctx, const config_setting_t *group, const char *where,
                              const char *key, bool *out)
 {
-    const config_setting_t *s = config_member(ctx, group, where, key, false);
+    const config_setting_t *s = app_cfg_member(ctx, group, where, key, false);
     char path[96];
 
-    if (s != NULL && config_check_type(ctx, s, config_path(path, sizeof(path), where, key), CONFIG_TYPE_BOOL))
+    if (s != NULL && app_cfg_check_type(ctx, s, app_cfg_path(path, sizeof(path), where, key), CONFIG_TYPE_BOOL))
         *out = config_setting_get_bool(s) != 0;
 }
 
 /* String member, borrowed from the tree; NULL when absent or not a string. *set receives the setting. */
-static const char *config_read_str(struct config_ctx *ctx, const config_setting_t *group, const char *where,
+const char *app_cfg_read_str(struct app_cfg_ctx *ctx, const config_setting_t *group, const char *where,
                                    const char *key, bool required, const config_setting_t **set)
 {
-    const config_setting_t *s = config_member(ctx, group, where, key, required);
+    const config_setting_t *s = app_cfg_member(ctx, group, where, key, required);
     char path[96];
 
     if (set != NULL)
         *set = NULL;
-    if (s == NULL || !config_check_type(ctx, s, config_path(path, sizeof(path), where, key), CONFIG_TYPE_STRING))
+    if (s == NULL || !app_cfg_check_type(ctx, s, app_cfg_path(path, sizeof(path), where, key), CONFIG_TYPE_STRING))
         return NULL;
     if (set != NULL)
         *set = s;
@@ -427,7 +407,7 @@ static const char *config_read_str(struct config_ctx *ctx, const config_setting_
 }
 
 /* True when s is 1..max characters, each a lower-case letter, a digit or in extra. */
-static bool config_check_charset(const char *s, size_t max, const char *extra)
+bool app_cfg_check_charset(const char *s, size_t max, const char *extra)
 {
     size_t n = strlen(s);
 
@@ -446,56 +426,56 @@ static bool config_check_charset(const char *s, size_t max, const char *extra)
  * Sections
  * ------------------------------------------------------------------------------------------------------------ */
 
-static void config_parse_node(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_node(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
     static const char *const known[] = {"name", NULL};
-    const config_setting_t *node = config_read_group(ctx, root, "", "node", true);
+    const config_setting_t *node = app_cfg_read_group(ctx, root, "", "node", true);
     const config_setting_t *s;
     const char *name;
 
     if (node == NULL)
         return;
-    config_check_unknown(ctx, node, "node", known);
-    name = config_read_str(ctx, node, "node", "name", true, &s);
+    app_cfg_check_unknown(ctx, node, "node", known);
+    name = app_cfg_read_str(ctx, node, "node", "name", true, &s);
     if (name == NULL)
         return;
-    if (!config_check_charset(name, CONFIG_NODE_NAME_MAX, ".-")) {
-        config_error(ctx, s, "node.name: \"%s\" is not a valid node name ([a-z0-9.-], 1..%d characters)", name,
+    if (!app_cfg_check_charset(name, CONFIG_NODE_NAME_MAX, ".-")) {
+        app_cfg_error(ctx, s, "node.name: \"%s\" is not a valid node name ([a-z0-9.-], 1..%d characters)", name,
                      CONFIG_NODE_NAME_MAX);
         return;
     }
-    ctx->cfg->node_name = config_strdup(ctx, name);
+    ctx->cfg->node_name = app_cfg_strdup(ctx, name);
 }
 
 /* Reads ports[i].address; returns false when it is missing or invalid. */
-static bool config_parse_port_address(struct config_ctx *ctx, int i, const config_setting_t *entry, const char *where)
+static bool config_parse_port_address(struct app_cfg_ctx *ctx, int i, const config_setting_t *entry, const char *where)
 {
     struct app_port_config *port = &ctx->cfg->ports[i];
     const config_setting_t *s;
-    const char *text = config_read_str(ctx, entry, where, "address", true, &s);
+    const char *text = app_cfg_read_str(ctx, entry, where, "address", true, &s);
     struct app_ipv4_prefix p;
     uint32_t host;
 
     if (text == NULL)
         return false;
     if (app_ipv4_prefix_parse(text, &p) != 0) {
-        config_error(ctx, s, "%s.address: \"%s\" is not an IPv4 prefix (a.b.c.d/len)", where, text);
+        app_cfg_error(ctx, s, "%s.address: \"%s\" is not an IPv4 prefix (a.b.c.d/len)", where, text);
         return false;
     }
     if (p.len == 0 || p.len == 32) {
-        config_error(ctx, s, "%s.address: \"%s\" has prefix length %u; a port needs a host address in a subnet "
+        app_cfg_error(ctx, s, "%s.address: \"%s\" has prefix length %u; a port needs a host address in a subnet "
                      "(length 1..31)", where, text, (unsigned)p.len);
         return false;
     }
     /* A /31 has no network or broadcast address (RFC 3021): both addresses are hosts. */
     host = p.addr & ~config_mask(p.len);
     if (p.len < 31 && host == 0) {
-        config_error(ctx, s, "%s.address: \"%s\" is the network address of its subnet; a port needs a host address",
+        app_cfg_error(ctx, s, "%s.address: \"%s\" is the network address of its subnet; a port needs a host address",
                      where, text);
         return false;
     }
     if (p.len < 31 && host == ~config_mask(p.len)) {
-        config_error(ctx, s, "%s.address: \"%s\" is the broadcast address of its subnet; a port needs a host "
+        app_cfg_error(ctx, s, "%s.address: \"%s\" is the broadcast address of its subnet; a port needs a host "
                      "address", where, text);
         return false;
     }
@@ -504,7 +484,7 @@ static bool config_parse_port_address(struct config_ctx *ctx, int i, const confi
     return true;
 }
 
-static void config_parse_port(struct config_ctx *ctx, int i, const config_setting_t *entry, int *fabric)
+static void config_parse_port(struct app_cfg_ctx *ctx, int i, const config_setting_t *entry, int *fabric)
 {
     static const char *const known[] = {"name", "role", "devargs", "address", "mtu", NULL};
     struct app_port_config *port = &ctx->cfg->ports[i];
@@ -516,15 +496,15 @@ static void config_parse_port(struct config_ctx *ctx, int i, const config_settin
     snprintf(where, sizeof(where), "ports[%d]", i);
     port->line = (int)config_setting_source_line(entry);
     port->mtu = 1500;
-    if (!config_check_type(ctx, entry, where, CONFIG_TYPE_GROUP)) {
+    if (!app_cfg_check_type(ctx, entry, where, CONFIG_TYPE_GROUP)) {
         ctx->port_addr_bad = true;
         return;
     }
-    config_check_unknown(ctx, entry, where, known);
+    app_cfg_check_unknown(ctx, entry, where, known);
 
-    text = config_read_str(ctx, entry, where, "name", true, &s);
-    if (text != NULL && !config_check_charset(text, CONFIG_PORT_NAME_MAX, "_-")) {
-        config_error(ctx, s, "%s.name: \"%s\" is not a valid port name ([a-z0-9_-], 1..%d characters)", where, text,
+    text = app_cfg_read_str(ctx, entry, where, "name", true, &s);
+    if (text != NULL && !app_cfg_check_charset(text, CONFIG_PORT_NAME_MAX, "_-")) {
+        app_cfg_error(ctx, s, "%s.name: \"%s\" is not a valid port name ([a-z0-9_-], 1..%d characters)", where, text,
                      CONFIG_PORT_NAME_MAX);
     } else if (text != NULL) {
         int dup = -1;
@@ -533,63 +513,63 @@ static void config_parse_port(struct config_ctx *ctx, int i, const config_settin
             if (ctx->port_name[j] != NULL && strcmp(config_setting_get_string(ctx->port_name[j]), text) == 0)
                 dup = j;
         if (dup >= 0) {
-            config_error(ctx, s, "%s.name: \"%s\" is already the name of ports[%d]", where, text, dup);
+            app_cfg_error(ctx, s, "%s.name: \"%s\" is already the name of ports[%d]", where, text, dup);
         } else {
             ctx->port_name[i] = s;
-            port->name = config_strdup(ctx, text);
+            port->name = app_cfg_strdup(ctx, text);
         }
     }
 
-    text = config_read_str(ctx, entry, where, "role", true, &s);
+    text = app_cfg_read_str(ctx, entry, where, "role", true, &s);
     if (text != NULL) {
         if (strcmp(text, "pods") == 0) {
             port->role = APP_PORT_PODS;
         } else if (strcmp(text, "fabric") == 0) {
             port->role = APP_PORT_FABRIC;
             if (*fabric >= 0)
-                config_error(ctx, s, "%s.role: \"fabric\" is already the role of ports[%d]; at most one port may "
+                app_cfg_error(ctx, s, "%s.role: \"fabric\" is already the role of ports[%d]; at most one port may "
                              "face the fabric", where, *fabric);
             else
                 *fabric = i;
         } else {
-            config_error(ctx, s, "%s.role: \"%s\" is not a port role (pods | fabric)", where, text);
+            app_cfg_error(ctx, s, "%s.role: \"%s\" is not a port role (pods | fabric)", where, text);
         }
     }
 
-    text = config_read_str(ctx, entry, where, "devargs", true, &s);
+    text = app_cfg_read_str(ctx, entry, where, "devargs", true, &s);
     if (text != NULL && text[0] == '\0')
-        config_error(ctx, s, "%s.devargs: \"\" is empty; give a vdev or a PCI address", where);
+        app_cfg_error(ctx, s, "%s.devargs: \"\" is empty; give a vdev or a PCI address", where);
     else if (text != NULL)
-        port->devargs = config_strdup(ctx, text);
+        port->devargs = app_cfg_strdup(ctx, text);
 
     if (!config_parse_port_address(ctx, i, entry, where))
         ctx->port_addr_bad = true;
 
-    config_read_u32(ctx, entry, where, "mtu", 68, 9000, &mtu);
+    app_cfg_read_u32(ctx, entry, where, "mtu", 68, 9000, &mtu);
     port->mtu = (uint16_t)mtu;
 }
 
-static void config_parse_ports(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_ports(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
-    const config_setting_t *list = config_member(ctx, root, "", "ports", true);
+    const config_setting_t *list = app_cfg_member(ctx, root, "", "ports", true);
     int n, fabric = -1;
 
     if (list == NULL) {
         ctx->port_addr_bad = true;
         return;
     }
-    if (!config_check_type(ctx, list, "ports", CONFIG_TYPE_LIST)) {
+    if (!app_cfg_check_type(ctx, list, "ports", CONFIG_TYPE_LIST)) {
         ctx->port_addr_bad = true;
         return;
     }
     n = config_setting_length(list);
     if (n == 0) {
-        config_error(ctx, list, "ports: the list is empty; at least one port is required");
+        app_cfg_error(ctx, list, "ports: the list is empty; at least one port is required");
         ctx->port_addr_bad = true;
         return;
     }
     if (n > APP_CONFIG_MAX_PORTS) {
-        config_error(ctx, list, "ports: %d ports given, at most %d are allowed", n, APP_CONFIG_MAX_PORTS);
+        app_cfg_error(ctx, list, "ports: %d ports given, at most %d are allowed", n, APP_CONFIG_MAX_PORTS);
         n = APP_CONFIG_MAX_PORTS;
     }
     for (int i = 0; i < n; i++) {
@@ -605,7 +585,7 @@ static void config_parse_ports(struct config_ctx *ctx, const config_setting_t *r
             if (ctx->port_addr[i] == NULL ||
                 !config_prefix_overlaps(&ctx->cfg->ports[i].address, &ctx->cfg->ports[j].address))
                 continue;
-            config_error(ctx, ctx->port_addr[j], "ports[%d].address: \"%s\" overlaps the subnet of ports[%d] (%s)", j,
+            app_cfg_error(ctx, ctx->port_addr[j], "ports[%d].address: \"%s\" overlaps the subnet of ports[%d] (%s)", j,
                          config_setting_get_string(ctx->port_addr[j]), i,
                          config_format_net(&ctx->cfg->ports[i].address, net));
             break;
@@ -613,7 +593,7 @@ static void config_parse_ports(struct config_ctx *ctx, const config_setting_t *r
     }
 }
 
-static void config_parse_route(struct config_ctx *ctx, int i, const config_setting_t *entry)
+static void config_parse_route(struct app_cfg_ctx *ctx, int i, const config_setting_t *entry)
 {
     static const char *const known[] = {"prefix", "via", NULL};
     struct app_route_config *route = &ctx->cfg->routes[i];
@@ -623,19 +603,19 @@ static void config_parse_route(struct config_ctx *ctx, int i, const config_setti
 
     snprintf(where, sizeof(where), "routes[%d]", i);
     route->line = (int)config_setting_source_line(entry);
-    if (!config_check_type(ctx, entry, where, CONFIG_TYPE_GROUP))
+    if (!app_cfg_check_type(ctx, entry, where, CONFIG_TYPE_GROUP))
         return;
-    config_check_unknown(ctx, entry, where, known);
+    app_cfg_check_unknown(ctx, entry, where, known);
 
-    text = config_read_str(ctx, entry, where, "prefix", true, &s);
+    text = app_cfg_read_str(ctx, entry, where, "prefix", true, &s);
     if (text != NULL) {
         struct app_ipv4_prefix p;
         char net[20];
 
         if (app_ipv4_prefix_parse(text, &p) != 0)
-            config_error(ctx, s, "%s.prefix: \"%s\" is not an IPv4 prefix (a.b.c.d/len)", where, text);
+            app_cfg_error(ctx, s, "%s.prefix: \"%s\" is not an IPv4 prefix (a.b.c.d/len)", where, text);
         else if ((p.addr & ~config_mask(p.len)) != 0)
-            config_error(ctx, s, "%s.prefix: \"%s\" has host bits set (the network is %s)", where, text,
+            app_cfg_error(ctx, s, "%s.prefix: \"%s\" has host bits set (the network is %s)", where, text,
                          config_format_net(&p, net));
         else {
             route->prefix = p;
@@ -643,17 +623,17 @@ static void config_parse_route(struct config_ctx *ctx, int i, const config_setti
         }
     }
 
-    text = config_read_str(ctx, entry, where, "via", true, &s);
+    text = app_cfg_read_str(ctx, entry, where, "via", true, &s);
     if (text != NULL) {
         if (app_ipv4_parse(text, &route->via) != 0)
-            config_error(ctx, s, "%s.via: \"%s\" is not an IPv4 address (a.b.c.d)", where, text);
+            app_cfg_error(ctx, s, "%s.via: \"%s\" is not an IPv4 address (a.b.c.d)", where, text);
         else
             ctx->route_via[i] = s;
     }
 }
 
 /* Route checks against the ports and each other: duplicates, overlap with connected subnets, next hops. */
-static void config_check_routes(struct config_ctx *ctx)
+static void config_check_routes(struct app_cfg_ctx *ctx)
 {
     const struct app_config *cfg = ctx->cfg;
 
@@ -674,10 +654,10 @@ static void config_check_routes(struct config_ctx *ctx)
                 if (ctx->port_addr[j] != NULL && config_prefix_overlaps(&r->prefix, &cfg->ports[j].address))
                     port = j;
             if (dup >= 0)
-                config_error(ctx, ps, "routes[%d].prefix: \"%s\" duplicates routes[%d]", i,
+                app_cfg_error(ctx, ps, "routes[%d].prefix: \"%s\" duplicates routes[%d]", i,
                              config_setting_get_string(ps), dup);
             if (port >= 0)
-                config_error(ctx, ps, "routes[%d].prefix: \"%s\" overlaps the connected subnet of ports[%d] (%s)", i,
+                app_cfg_error(ctx, ps, "routes[%d].prefix: \"%s\" overlaps the connected subnet of ports[%d] (%s)", i,
                              config_setting_get_string(ps), port, config_format_net(&cfg->ports[port].address, net));
         }
         if (vs != NULL && !ctx->port_addr_bad) {
@@ -690,25 +670,25 @@ static void config_check_routes(struct config_ctx *ctx)
                     inside = j;
             }
             if (inside < 0)
-                config_error(ctx, vs, "routes[%d].via: \"%s\" is not inside any connected subnet", i,
+                app_cfg_error(ctx, vs, "routes[%d].via: \"%s\" is not inside any connected subnet", i,
                              config_setting_get_string(vs));
             else if (r->via == cfg->ports[inside].address.addr)
-                config_error(ctx, vs, "routes[%d].via: \"%s\" is our own address on ports[%d]", i,
+                app_cfg_error(ctx, vs, "routes[%d].via: \"%s\" is our own address on ports[%d]", i,
                              config_setting_get_string(vs), inside);
         }
     }
 }
 
-static void config_parse_routes(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_routes(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
-    const config_setting_t *list = config_member(ctx, root, "", "routes", false);
+    const config_setting_t *list = app_cfg_member(ctx, root, "", "routes", false);
     int n;
 
-    if (list == NULL || !config_check_type(ctx, list, "routes", CONFIG_TYPE_LIST))
+    if (list == NULL || !app_cfg_check_type(ctx, list, "routes", CONFIG_TYPE_LIST))
         return;
     n = config_setting_length(list);
     if (n > APP_CONFIG_MAX_ROUTES) {
-        config_error(ctx, list, "routes: %d routes given, at most %d are allowed", n, APP_CONFIG_MAX_ROUTES);
+        app_cfg_error(ctx, list, "routes: %d routes given, at most %d are allowed", n, APP_CONFIG_MAX_ROUTES);
         n = APP_CONFIG_MAX_ROUTES;
     }
     for (int i = 0; i < n; i++) {
@@ -717,40 +697,40 @@ static void config_parse_routes(struct config_ctx *ctx, const config_setting_t *
     }
 }
 
-static void config_parse_dataplane(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_dataplane(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
     static const char *const known[] = {"workers", "mbufs", "rx_burst", "idle_backoff", "arp", NULL};
     static const char *const known_backoff[] = {"enabled", "empty_polls", "sleep_us", NULL};
     static const char *const known_arp[] = {"timeout_s", "pending_max", NULL};
     struct app_dataplane_config *dp = &ctx->cfg->dataplane;
-    const config_setting_t *g = config_read_group(ctx, root, "", "dataplane", false);
+    const config_setting_t *g = app_cfg_read_group(ctx, root, "", "dataplane", false);
     const config_setting_t *sub;
 
     if (g == NULL)
         return;
-    config_check_unknown(ctx, g, "dataplane", known);
-    config_read_u32(ctx, g, "dataplane", "workers", 1, APP_CONFIG_MAX_WORKERS, &dp->workers);
-    config_read_u32(ctx, g, "dataplane", "mbufs", 1023, UINT32_MAX, &dp->mbufs);
-    config_read_u32(ctx, g, "dataplane", "rx_burst", 1, 256, &dp->rx_burst);
+    app_cfg_check_unknown(ctx, g, "dataplane", known);
+    app_cfg_read_u32(ctx, g, "dataplane", "workers", 1, APP_CONFIG_MAX_WORKERS, &dp->workers);
+    app_cfg_read_u32(ctx, g, "dataplane", "mbufs", 1023, UINT32_MAX, &dp->mbufs);
+    app_cfg_read_u32(ctx, g, "dataplane", "rx_burst", 1, 256, &dp->rx_burst);
 
-    sub = config_read_group(ctx, g, "dataplane", "idle_backoff", false);
+    sub = app_cfg_read_group(ctx, g, "dataplane", "idle_backoff", false);
     if (sub != NULL) {
-        config_check_unknown(ctx, sub, "dataplane.idle_backoff", known_backoff);
-        config_read_bool(ctx, sub, "dataplane.idle_backoff", "enabled", &dp->backoff.enabled);
-        config_read_u32(ctx, sub, "dataplane.idle_backoff", "empty_polls", 1, UINT32_MAX, &dp->backoff.empty_polls);
-        config_read_u32(ctx, sub, "dataplane.idle_backoff", "sleep_us", 1, 1000000, &dp->backoff.sleep_us);
+        app_cfg_check_unknown(ctx, sub, "dataplane.idle_backoff", known_backoff);
+        app_cfg_read_bool(ctx, sub, "dataplane.idle_backoff", "enabled", &dp->backoff.enabled);
+        app_cfg_read_u32(ctx, sub, "dataplane.idle_backoff", "empty_polls", 1, UINT32_MAX, &dp->backoff.empty_polls);
+        app_cfg_read_u32(ctx, sub, "dataplane.idle_backoff", "sleep_us", 1, 1000000, &dp->backoff.sleep_us);
     }
-    sub = config_read_group(ctx, g, "dataplane", "arp", false);
+    sub = app_cfg_read_group(ctx, g, "dataplane", "arp", false);
     if (sub != NULL) {
-        config_check_unknown(ctx, sub, "dataplane.arp", known_arp);
-        config_read_u32(ctx, sub, "dataplane.arp", "timeout_s", 1, 86400, &dp->arp_timeout_s);
-        config_read_u32(ctx, sub, "dataplane.arp", "pending_max", 1, 4096, &dp->arp_pending_max);
+        app_cfg_check_unknown(ctx, sub, "dataplane.arp", known_arp);
+        app_cfg_read_u32(ctx, sub, "dataplane.arp", "timeout_s", 1, 86400, &dp->arp_timeout_s);
+        app_cfg_read_u32(ctx, sub, "dataplane.arp", "pending_max", 1, 4096, &dp->arp_pending_max);
     }
 }
 
-static void config_parse_extra_args(struct config_ctx *ctx, const config_setting_t *eal)
+static void config_parse_extra_args(struct app_cfg_ctx *ctx, const config_setting_t *eal)
 {
-    const config_setting_t *s = config_member(ctx, eal, "eal", "extra_args", false);
+    const config_setting_t *s = app_cfg_member(ctx, eal, "eal", "extra_args", false);
     struct app_eal_config *e = &ctx->cfg->eal;
     char got[160];
     int n;
@@ -758,13 +738,13 @@ static void config_parse_extra_args(struct config_ctx *ctx, const config_setting
     if (s == NULL)
         return;
     if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST) {
-        config_error(ctx, s, "eal.extra_args: expected an array of strings, got %s",
-                     config_describe(s, got, sizeof(got)));
+        app_cfg_error(ctx, s, "eal.extra_args: expected an array of strings, got %s",
+                     app_cfg_describe(s, got, sizeof(got)));
         return;
     }
     n = config_setting_length(s);
     if (n > APP_CONFIG_MAX_EAL_ARGS) {
-        config_error(ctx, s, "eal.extra_args: %d arguments given, at most %d are allowed", n,
+        app_cfg_error(ctx, s, "eal.extra_args: %d arguments given, at most %d are allowed", n,
                      APP_CONFIG_MAX_EAL_ARGS);
         n = APP_CONFIG_MAX_EAL_ARGS;
     }
@@ -773,19 +753,19 @@ static void config_parse_extra_args(struct config_ctx *ctx, const config_setting
         char path[32];
 
         snprintf(path, sizeof(path), "eal.extra_args[%d]", i);
-        if (!config_check_type(ctx, a, path, CONFIG_TYPE_STRING))
+        if (!app_cfg_check_type(ctx, a, path, CONFIG_TYPE_STRING))
             continue;
-        e->extra[e->n_extra] = config_strdup(ctx, config_setting_get_string(a));
+        e->extra[e->n_extra] = app_cfg_strdup(ctx, config_setting_get_string(a));
         if (e->extra[e->n_extra] != NULL)
             e->n_extra++;
     }
 }
 
-static void config_parse_eal(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_eal(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
     static const char *const known[] = {"file_prefix", "memory_mb", "no_huge", "extra_args", NULL};
     struct app_eal_config *e = &ctx->cfg->eal;
-    const config_setting_t *g = config_read_group(ctx, root, "", "eal", false);
+    const config_setting_t *g = app_cfg_read_group(ctx, root, "", "eal", false);
     const config_setting_t *s;
     const char *text;
 
@@ -799,72 +779,84 @@ static void config_parse_eal(struct config_ctx *ctx, const config_setting_t *roo
     }
     if (g == NULL)
         return;
-    config_check_unknown(ctx, g, "eal", known);
-    text = config_read_str(ctx, g, "eal", "file_prefix", false, &s);
+    app_cfg_check_unknown(ctx, g, "eal", known);
+    text = app_cfg_read_str(ctx, g, "eal", "file_prefix", false, &s);
     if (text != NULL) {
         if (text[0] == '\0' || strpbrk(text, "/ \t\n") != NULL)
-            config_error(ctx, s, "eal.file_prefix: \"%s\" is not a valid file prefix (non-empty, no '/' or spaces)",
+            app_cfg_error(ctx, s, "eal.file_prefix: \"%s\" is not a valid file prefix (non-empty, no '/' or spaces)",
                          text);
         else
-            config_set_str(ctx, &e->file_prefix, text);
+            app_cfg_set_str(ctx, &e->file_prefix, text);
     }
-    config_read_u32(ctx, g, "eal", "memory_mb", 64, UINT32_MAX, &e->memory_mb);
-    config_read_bool(ctx, g, "eal", "no_huge", &e->no_huge);
+    app_cfg_read_u32(ctx, g, "eal", "memory_mb", 64, UINT32_MAX, &e->memory_mb);
+    app_cfg_read_bool(ctx, g, "eal", "no_huge", &e->no_huge);
     config_parse_extra_args(ctx, g);
+}
+
+int app_cfg_parse_endpoint(const char *text, uint32_t *addr, uint16_t *port)
+{
+    const char *p = text;
+    uint32_t a, n;
+
+    if (config_parse_ipv4_at(&p, &a) != 0 || *p++ != ':' || config_parse_decimal(&p, 5, &n) != 0 || *p != '\0' ||
+        n < 1 || n > 65535)
+        return -EINVAL;
+    *addr = a;
+    *port = (uint16_t)n;
+    return 0;
 }
 
 /* "a.b.c.d:port" with port 1..65535. */
 static bool config_check_listen(const char *text)
 {
-    const char *p = text;
-    uint32_t addr, port;
+    uint32_t addr;
+    uint16_t port;
 
-    return config_parse_ipv4_at(&p, &addr) == 0 && *p++ == ':' && config_parse_decimal(&p, 5, &port) == 0 &&
-           *p == '\0' && port >= 1 && port <= 65535;
+    return app_cfg_parse_endpoint(text, &addr, &port) == 0;
 }
 
-static void config_parse_mgmt(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_mgmt(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
     static const char *const known[] = {"socket", "metrics_listen", NULL};
     struct app_mgmt_config *m = &ctx->cfg->mgmt;
-    const config_setting_t *g = config_read_group(ctx, root, "", "mgmt", false);
+    const config_setting_t *g = app_cfg_read_group(ctx, root, "", "mgmt", false);
     const config_setting_t *s;
     const char *text;
 
     if (g == NULL)
         return;
-    config_check_unknown(ctx, g, "mgmt", known);
-    text = config_read_str(ctx, g, "mgmt", "socket", false, &s);
+    app_cfg_check_unknown(ctx, g, "mgmt", known);
+    text = app_cfg_read_str(ctx, g, "mgmt", "socket", false, &s);
     if (text != NULL) {
         if (text[0] != '/')
-            config_error(ctx, s, "mgmt.socket: \"%s\" is not an absolute path", text);
+            app_cfg_error(ctx, s, "mgmt.socket: \"%s\" is not an absolute path", text);
         else if (strlen(text) >= CONFIG_SUN_PATH_BYTES)
-            config_error(ctx, s, "mgmt.socket: \"%s\" is %zu bytes long; a socket path must be shorter than %d bytes",
+            app_cfg_error(ctx, s, "mgmt.socket: \"%s\" is %zu bytes long; a socket path must be shorter than %d bytes",
                          text, strlen(text), CONFIG_SUN_PATH_BYTES);
         else
-            config_set_str(ctx, &m->socket_path, text);
+            app_cfg_set_str(ctx, &m->socket_path, text);
     }
-    text = config_read_str(ctx, g, "mgmt", "metrics_listen", false, &s);
+    text = app_cfg_read_str(ctx, g, "mgmt", "metrics_listen", false, &s);
     if (text != NULL) {
         if (!config_check_listen(text))
-            config_error(ctx, s, "mgmt.metrics_listen: \"%s\" is not ip:port (a.b.c.d:1..65535)", text);
+            app_cfg_error(ctx, s, "mgmt.metrics_listen: \"%s\" is not ip:port (a.b.c.d:1..65535)", text);
         else
-            config_set_str(ctx, &m->metrics_listen, text);
+            app_cfg_set_str(ctx, &m->metrics_listen, text);
     }
 }
 
-static void config_parse_log(struct config_ctx *ctx, const config_setting_t *root)
+static void config_parse_log(struct app_cfg_ctx *ctx, const config_setting_t *root)
 {
     static const char *const known[] = {"level", NULL};
-    const config_setting_t *g = config_read_group(ctx, root, "", "log", false);
+    const config_setting_t *g = app_cfg_read_group(ctx, root, "", "log", false);
     const config_setting_t *s;
     const char *text;
     bool found = false;
 
     if (g == NULL)
         return;
-    config_check_unknown(ctx, g, "log", known);
-    text = config_read_str(ctx, g, "log", "level", false, &s);
+    app_cfg_check_unknown(ctx, g, "log", known);
+    text = app_cfg_read_str(ctx, g, "log", "level", false, &s);
     if (text == NULL)
         return;
     for (unsigned i = 0; i < sizeof(config_level_names) / sizeof(config_level_names[0]) && !found; i++) {
@@ -874,14 +866,14 @@ static void config_parse_log(struct config_ctx *ctx, const config_setting_t *roo
         }
     }
     if (!found)
-        config_error(ctx, s, "log.level: \"%s\" is not a log level (error | warn | info | debug)", text);
+        app_cfg_error(ctx, s, "log.level: \"%s\" is not a log level (error | warn | info | debug)", text);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Entry points
  * ------------------------------------------------------------------------------------------------------------ */
 
-static struct app_config *config_new_defaults(struct config_ctx *ctx, const char *name)
+static struct app_config *config_new_defaults(struct app_cfg_ctx *ctx, const char *name)
 {
     struct app_config *cfg = calloc(1, sizeof(*cfg));
 
@@ -889,7 +881,7 @@ static struct app_config *config_new_defaults(struct config_ctx *ctx, const char
         ctx->oom = true;
         return NULL;
     }
-    cfg->path = config_strdup(ctx, name);
+    cfg->path = app_cfg_strdup(ctx, name);
     cfg->dataplane.workers = 1;
     cfg->dataplane.mbufs = 8191;
     cfg->dataplane.rx_burst = 32;
@@ -900,17 +892,31 @@ static struct app_config *config_new_defaults(struct config_ctx *ctx, const char
     cfg->dataplane.arp_pending_max = 64;
     cfg->eal.memory_mb = 256;
     cfg->eal.no_huge = false;
-    cfg->mgmt.socket_path = config_strdup(ctx, APP_CONFIG_DEFAULT_MGMT_SOCKET);
+    cfg->mgmt.socket_path = app_cfg_strdup(ctx, APP_CONFIG_DEFAULT_MGMT_SOCKET);
     cfg->mgmt.metrics_listen = NULL;
     cfg->log_level = APP_LOG_INFO;
     return cfg;
 }
 
-static void config_validate(struct config_ctx *ctx, const config_setting_t *root)
-{
-    static const char *const known[] = {"node", "ports", "routes", "dataplane", "eal", "mgmt", "log", NULL};
+/* Sections parsed in their own files. */
+static const struct app_cfg_section *const config_sections[] = {&app_cfg_section_tcp, &app_cfg_section_mesh,
+                                                                &app_cfg_section_authz};
 
-    config_check_unknown(ctx, root, "", known);
+#define CONFIG_MAX_TOP_KEYS 32
+
+static void config_validate(struct app_cfg_ctx *ctx, const config_setting_t *root)
+{
+    static const char *const own[] = {"node", "ports", "routes", "dataplane", "eal", "mgmt", "log"};
+    const char *known[CONFIG_MAX_TOP_KEYS];
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        known[n++] = own[i];
+    for (size_t i = 0; i < sizeof(config_sections) / sizeof(config_sections[0]); i++)
+        for (const char *const *k = config_sections[i]->keys; *k != NULL && n + 1 < CONFIG_MAX_TOP_KEYS; k++)
+            known[n++] = *k;
+    known[n] = NULL;
+    app_cfg_check_unknown(ctx, root, "", known);
     config_parse_node(ctx, root);
     config_parse_ports(ctx, root);
     config_parse_routes(ctx, root);
@@ -919,6 +925,8 @@ static void config_validate(struct config_ctx *ctx, const config_setting_t *root
     config_parse_eal(ctx, root);
     config_parse_mgmt(ctx, root);
     config_parse_log(ctx, root);
+    for (size_t i = 0; i < sizeof(config_sections) / sizeof(config_sections[0]); i++)
+        config_sections[i]->parse(ctx, root);
 }
 
 /*
@@ -926,7 +934,7 @@ static void config_validate(struct config_ctx *ctx, const config_setting_t *root
  */
 static struct app_config *config_load(FILE *fp, const char *text, const char *name, struct app_config_errors *errs)
 {
-    struct config_ctx ctx = {.name = name};
+    struct app_cfg_ctx ctx = {.name = name};
     struct app_config *cfg = NULL;
     config_t lc;
     int ok;
@@ -941,7 +949,7 @@ static struct app_config *config_load(FILE *fp, const char *text, const char *na
 
         if (asprintf(&msg, "%s:%d: %s", file, config_error_line(&lc), what) < 0)
             msg = NULL;
-        config_add_msg(&ctx, (unsigned)config_error_line(&lc), msg);
+        app_cfg_add_msg(&ctx, (unsigned)config_error_line(&lc), msg);
     } else {
         cfg = config_new_defaults(&ctx, name);
         ctx.cfg = cfg;
@@ -955,7 +963,7 @@ static struct app_config *config_load(FILE *fp, const char *text, const char *na
 
         if (asprintf(&msg, "%s:0: out of memory while loading the configuration", name) < 0)
             msg = NULL;
-        config_add_msg(&ctx, 0, msg);
+        app_cfg_add_msg(&ctx, 0, msg);
     }
     if (ctx.n_msgs > 0 || ctx.oom) {
         app_config_free(cfg);
@@ -967,7 +975,7 @@ static struct app_config *config_load(FILE *fp, const char *text, const char *na
 
 struct app_config *app_config_load(const char *path, struct app_config_errors *errs)
 {
-    struct config_ctx ctx = {.name = path};
+    struct app_cfg_ctx ctx = {.name = path};
     struct app_config *cfg;
     FILE *fp;
 
@@ -977,7 +985,7 @@ struct app_config *app_config_load(const char *path, struct app_config_errors *e
     if (fp == NULL) {
         int e = errno;
 
-        config_error(&ctx, NULL, "cannot open: %s", strerror(e));
+        app_cfg_error(&ctx, NULL, "cannot open: %s", strerror(e));
         config_flush_msgs(&ctx, errs);
         return NULL;
     }
@@ -1008,6 +1016,8 @@ void app_config_free(struct app_config *cfg)
         free(cfg->eal.extra[i]);
     free(cfg->mgmt.socket_path);
     free(cfg->mgmt.metrics_listen);
+    for (size_t i = 0; i < sizeof(config_sections) / sizeof(config_sections[0]); i++)
+        config_sections[i]->free(cfg);
     free(cfg);
 }
 

@@ -79,6 +79,39 @@ struct app_mgmt_config {
     char *metrics_listen;    /* optional "ip:port" serving /metrics and /healthz/ready; NULL = off */
 };
 
+#define APP_CONFIG_MAX_FORWARDERS 64
+
+enum app_tcp_cc { APP_TCP_CC_CUBIC, APP_TCP_CC_NEWRENO };
+
+/* The userspace TCP's settings (group "tcp"); limits are per worker lcore. */
+struct app_tcp_config {
+    uint32_t max_conns;          /* connection blocks, default 32768 */
+    uint32_t buffer_mbufs;       /* 2 KiB buffers for send/receive queues, default 32767 */
+    uint32_t sndbuf_bytes;       /* per connection, default 524288 */
+    uint32_t rcvbuf_bytes;       /* per connection (the window), default 524288 */
+    uint32_t syn_backlog;        /* half-open per listener before SYN cookies, default 1024 */
+    enum app_tcp_cc congestion;  /* "cubic" (default) | "newreno" */
+    bool sack, timestamps, window_scaling;  /* default true */
+    uint32_t rto_min_ms;         /* default 200 */
+    uint32_t time_wait_ms;       /* default 60000 */
+    uint32_t delayed_ack_ms;     /* default 40 */
+};
+
+/* A plain L4 forwarder (list "forwarders"): terminate on the userspace stack, dial the target, relay. */
+struct app_forwarder_config {
+    uint32_t listen_ip;          /* one of our port addresses, or 0 for any */
+    uint16_t listen_port;
+    uint32_t target_ip;
+    uint16_t target_port;
+    uint32_t keepalive_s;        /* idle seconds before keepalive probes on both legs; 0 off (default) */
+    uint32_t keepalive_intvl_s;  /* default 1 */
+    uint32_t keepalive_probes;   /* default 3 */
+    int line;
+};
+
+struct app_mesh_config;      /* appliance/config_mesh.h: identity, workloads, services */
+struct app_authz_config;     /* appliance/config_authz.h: policies */
+
 struct app_config {
     char *path;              /* the file it came from */
     char *node_name;
@@ -90,6 +123,11 @@ struct app_config {
     struct app_port_config ports[APP_CONFIG_MAX_PORTS];
     int n_routes;
     struct app_route_config routes[APP_CONFIG_MAX_ROUTES];
+    struct app_tcp_config tcp;
+    int n_forwarders;
+    struct app_forwarder_config forwarders[APP_CONFIG_MAX_FORWARDERS];
+    struct app_mesh_config *mesh;   /* always set after a successful load */
+    struct app_authz_config *authz; /* always set after a successful load */
 };
 
 /*

@@ -10,15 +10,17 @@
 #include "dpdk/conn_dpdk.h"
 #include "dpdk/tcp.h"
 
-static int conn_dpdk_dial(void *backend, const struct mesh_addr *dst, const struct mesh_conn_cb *cb, void *u,
-                          struct mesh_conn **out)
+static int conn_dpdk_dial(void *backend, const struct mesh_addr *src, const struct mesh_addr *dst,
+                          const struct mesh_conn_cb *cb, void *u, struct mesh_conn **out)
 {
-    uint32_t ip;
+    uint32_t ip, sip = 0;
 
-    if (dst->family != MESH_ADDR_V4)
+    if (dst->family != MESH_ADDR_V4 || (src != NULL && src->family != MESH_ADDR_V4))
         return -EAFNOSUPPORT;
     memcpy(&ip, dst->ip.v4, 4);
-    return dp_tcp_connect(backend, 0, ntohl(ip), ntohs(dst->port), cb, u, out);
+    if (src != NULL)
+        memcpy(&sip, src->ip.v4, 4);
+    return dp_tcp_connect(backend, ntohl(sip), ntohl(ip), ntohs(dst->port), cb, u, out);
 }
 
 const struct mesh_conn_ops dp_conn_ops = {

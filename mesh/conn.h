@@ -67,9 +67,11 @@ struct mesh_conn_ops {
     /* Open a connection to dst. On success (0) *out is set and owned by the caller as described above; the
      * connection is usable when on_writable is first called, or fails through on_closed(-ECONNREFUSED/-ETIMEDOUT).
      * Returns -errno on immediate failure (-ENOMEM, -EADDRNOTAVAIL, -ENETUNREACH); then no upcall follows.
-     * @backend  the backend instance (per lcore) that owns the new connection */
-    int (*dial)(void *backend, const struct mesh_addr *dst, const struct mesh_conn_cb *cb, void *u,
-                struct mesh_conn **out);
+     * @backend  the backend instance (per lcore) that owns the new connection
+     * @src      the source address to use, port 0 for any (transparent: may be a non-local address, such as the
+     *           original client's IP on the inbound path); NULL lets the backend choose */
+    int (*dial)(void *backend, const struct mesh_addr *src, const struct mesh_addr *dst, const struct mesh_conn_cb *cb,
+                void *u, struct mesh_conn **out);
 };
 
 #endif /* MESH_CONN_H */
