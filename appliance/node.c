@@ -25,6 +25,7 @@
 #include "appliance/worker.h"
 #include "dpdk/port.h"
 #include "dpdk/stack.h"
+#include "dpdk/tcp.h"
 
 #define NODE_MBUF_CACHE 256
 #define NODE_LINK_WAIT_MS 2000
@@ -139,12 +140,30 @@ static void node_port_from_config(struct dp_port *p, uint8_t index, const struct
     p->mtu = pc->mtu;
 }
 
+static void node_tcp_config(const struct app_tcp_config *in, struct dp_tcp_config *out)
+{
+    dp_tcp_config_defaults(out);
+    out->max_conns = in->max_conns;
+    out->buffer_mbufs = in->buffer_mbufs;
+    out->sndbuf_max = in->sndbuf_bytes;
+    out->rcvbuf_max = in->rcvbuf_bytes;
+    out->syn_backlog = in->syn_backlog;
+    out->cc = in->congestion == APP_TCP_CC_NEWRENO ? DP_TCP_CC_NEWRENO : DP_TCP_CC_CUBIC;
+    out->sack = in->sack;
+    out->timestamps = in->timestamps;
+    out->window_scaling = in->window_scaling;
+    out->rto_min_ms = in->rto_min_ms;
+    out->time_wait_ms = in->time_wait_ms;
+    out->delack_ms = in->delayed_ack_ms;
+}
+
 int app_node_start(struct app_node *node, const struct app_config *cfg, int argc, char **argv, char *err,
                    size_t errlen)
 {
     const struct app_dataplane_config *dpc = &cfg->dataplane;
     struct dp_stack *st = &node->stack;
     struct dp_route_spec routes[APP_CONFIG_MAX_ROUTES];
+    struct dp_tcp_config tcfg;
     unsigned worker, lcore_id;
     int rc;
 
@@ -203,6 +222,7 @@ int app_node_start(struct app_node *node, const struct app_config *cfg, int argc
     if (rc < 0)
         return rc;
 
+    node_tcp_config(&cfg->tcp, &tcfg);
     node->lcores = rte_zmalloc("zw_lcores", sizeof(struct dp_lcore) * node->n_workers, RTE_CACHE_LINE_SIZE);
     if (node->lcores == NULL) {
         snprintf(err, errlen, "cannot allocate %u lcore contexts", node->n_workers);
@@ -213,8 +233,17 @@ int app_node_start(struct app_node *node, const struct app_config *cfg, int argc
         if (worker == node->n_workers)
             break;
         rc = dp_lcore_init(&node->lcores[worker], st, lcore_id, worker, (int)rte_lcore_to_socket_id(lcore_id));
+        if (rc == 0) {
+            node->lcores[worker].now_ms = app_node_now_ms();
+            rc = dp_tcp_init(&node->lcores[worker], &tcfg, (int)rte_lcore_to_socket_id(lcore_id));
+            if (rc < 0)
+                dp_lcore_fini(&node->lcores[worker]);
+        }
         if (rc < 0) {
-            snprintf(err, errlen, "lcore %u: cannot allocate its tables (%s)", lcore_id, strerror(-rc));
+            snprintf(err, errlen,
+                     "lcore %u: cannot allocate its tables (%s): tcp.max_conns = %u and tcp.buffer_mbufs = %u need "
+                     "more than eal.memory_mb = %u",
+                     lcore_id, strerror(-rc), cfg->tcp.max_conns, cfg->tcp.buffer_mbufs, cfg->eal.memory_mb);
             return rc;
         }
         st->lcores[worker] = &node->lcores[worker];
@@ -269,8 +298,10 @@ void app_node_fini(struct app_node *node)
         }
     }
     if (node->lcores != NULL) {
-        for (int i = 0; i < node->stack.n_lcores; i++)
+        for (int i = 0; i < node->stack.n_lcores; i++) {
+            dp_tcp_fini(&node->lcores[i]);
             dp_lcore_fini(&node->lcores[i]);
+        }
         rte_free(node->lcores);
         node->lcores = NULL;
         node->stack.n_lcores = 0;

@@ -13,6 +13,7 @@
 
 #include "appliance/node.h"
 #include "appliance/worker.h"
+#include "dpdk/tcp.h"
 
 #define WORKER_MAX_BURST 256
 
@@ -53,6 +54,8 @@ int app_worker_main(void *arg)
         dp_lcore_drain_inbox(lc);
         dp_lcore_rpc_poll(lc);
         dp_lcore_timers(lc);
+        dp_tcp_timers(lc);
+        dp_tcp_run_deferred(lc);
         dp_tx_flush(lc);
         lc->stats.polls++;
 

@@ -740,8 +740,12 @@ void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl)
     struct tcp_seg s;
     struct mesh_conn *c;
 
+    if (t == NULL) { /* no TCP on this lcore */
+        dp_drop(lc, m, DP_CNT_IP4_LOCAL_PROTO);
+        return;
+    }
     dp_count(lc, DP_CNT_TCP_RX);
-    if (t == NULL || total < ihl + sizeof(*th) || rte_pktmbuf_data_len(m) < total) {
+    if (total < ihl + sizeof(*th) || rte_pktmbuf_data_len(m) < total) {
         dp_drop(lc, m, DP_CNT_TCP_BAD_HEADER);
         return;
     }
