@@ -20,6 +20,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include "appliance/forwarder.h"
 #include "appliance/log.h"
 #include "appliance/node.h"
 #include "appliance/worker.h"
@@ -247,7 +248,15 @@ int app_node_start(struct app_node *node, const struct app_config *cfg, int argc
             return rc;
         }
         st->lcores[worker] = &node->lcores[worker];
-        st->n_lcores = (int)++worker;
+        st->n_lcores = (int)worker + 1;
+        if (cfg->n_forwarders > 0) {
+            node->forwarders[worker] = app_forwarder_new(&node->lcores[worker], cfg, cfg->tcp.max_conns / 2, &rc);
+            if (node->forwarders[worker] == NULL) {
+                snprintf(err, errlen, "lcore %u: cannot set up the forwarders (%s)", lcore_id, strerror(-rc));
+                return rc;
+            }
+        }
+        worker++;
     }
 
     node->start_ms = app_node_now_ms();
@@ -299,6 +308,8 @@ void app_node_fini(struct app_node *node)
     }
     if (node->lcores != NULL) {
         for (int i = 0; i < node->stack.n_lcores; i++) {
+            app_forwarder_free(node->forwarders[i]);
+            node->forwarders[i] = NULL;
             dp_tcp_fini(&node->lcores[i]);
             dp_lcore_fini(&node->lcores[i]);
         }

@@ -17,11 +17,14 @@
 #include "appliance/config.h"
 #include "dpdk/dp.h"
 
+struct app_forwarder;
+
 struct app_node {
     const struct app_config *cfg;
     struct dp_stack stack;
     unsigned n_workers;
     struct dp_lcore *lcores;        /* n_workers, cache aligned, lcores[i] belongs to worker i */
+    struct app_forwarder *forwarders[DP_MAX_LCORES]; /* [i] belongs to worker i; NULL without forwarders */
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */

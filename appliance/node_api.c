@@ -13,9 +13,11 @@
 #include <rte_ethdev.h>
 #include <rte_hash.h>
 
+#include "appliance/forwarder.h"
 #include "appliance/log.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
+#include "dpdk/tcp.h"
 #include "mgmt/prom.h"
 
 #define API_RPC_TIMEOUT_MS 500
@@ -56,6 +58,68 @@ static void api_ready(void *ctx, const struct mgmt_request *req, struct mgmt_res
         mgmt_response_text(resp, 200, "ready\n");
     else
         mgmt_response_text(resp, 500, "not ready, pending: dataplane\n");
+}
+
+/* ---- TCP usage (an RPC: only the owning lcore may walk its connection pool) ---- */
+
+static void api_tcp_collect(struct dp_lcore *lc, void *arg)
+{
+    dp_tcp_usage(lc, arg);
+}
+
+static json_t *api_tcp_json(struct app_api *api)
+{
+    const struct app_node *node = api->node;
+    json_t *lcores = json_array(), *sum = json_object();
+    uint32_t total[DP_TCP_N_STATES] = {0};
+
+    for (int i = 0; i < node->stack.n_lcores; i++) {
+        struct dp_lcore *lc = &node->lcores[i];
+        struct dp_tcp_usage *u = &api->tcp_usage[i];
+        json_t *states = json_object();
+        int rc = dp_lcore_rpc_call(lc, api_tcp_collect, u, API_RPC_TIMEOUT_MS);
+
+        if (rc < 0) {
+            APP_LOG_WARN("api", "lcore %u did not answer the TCP usage query (%s)", lc->lcore_id, strerror(-rc));
+            json_decref(states);
+            continue;
+        }
+        for (int st = 0; st < DP_TCP_N_STATES; st++) {
+            total[st] += u->conns_by_state[st];
+            if (u->conns_by_state[st])
+                json_object_set_new(states, dp_tcp_state_name((enum dp_tcp_state)st),
+                                    json_integer(u->conns_by_state[st]));
+        }
+        json_array_append_new(lcores, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "lcore",
+                                                (json_int_t)lc->lcore_id, "conns_in_use", (json_int_t)u->conns_in_use,
+                                                "conns_max", (json_int_t)u->conns_max, "timers_armed",
+                                                (json_int_t)u->timers_armed, "buffer_mbufs_in_use",
+                                                (json_int_t)u->buffer_mbufs_in_use, "listeners",
+                                                (json_int_t)u->listeners, "states", states));
+    }
+    for (int st = 0; st < DP_TCP_N_STATES; st++)
+        json_object_set_new(sum, dp_tcp_state_name((enum dp_tcp_state)st), json_integer(total[st]));
+    return json_pack("{s:o, s:o}", "states", sum, "lcores", lcores);
+}
+
+static json_t *api_forwarders_json(const struct app_node *node)
+{
+    struct app_forwarder_stats sum = {0}, one;
+    uint64_t *acc = (uint64_t *)&sum;
+
+    for (int i = 0; i < node->stack.n_lcores; i++) {
+        const uint64_t *v = (const uint64_t *)&one;
+        if (node->forwarders[i] == NULL)
+            continue;
+        app_forwarder_stats(node->forwarders[i], &one);
+        for (size_t k = 0; k < sizeof(one) / sizeof(uint64_t); k++)
+            acc[k] += v[k];
+    }
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "accepted", (json_int_t)sum.accepted, "refused",
+                     (json_int_t)sum.refused, "upstream_failed", (json_int_t)sum.upstream_failed, "completed",
+                     (json_int_t)sum.completed, "reset", (json_int_t)sum.reset, "active", (json_int_t)sum.active,
+                     "bytes_to_target", (json_int_t)sum.bytes_to_target, "bytes_to_client",
+                     (json_int_t)sum.bytes_to_client);
 }
 
 /* ---- GET /stats ---- */
@@ -113,9 +177,12 @@ static void api_stats(void *ctx, const struct mgmt_request *req, struct mgmt_res
         json_array_append_new(by_lcore, json_pack("{s:I, s:o}", "lcore", (json_int_t)lc->lcore_id, "counters",
                                                   api_counters(lc, 1)));
     }
-    root = json_pack("{s:s, s:I, s:o, s:o, s:o, s:o}", "node", node->cfg->node_name, "uptime_s",
+    root = json_pack("{s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "node", node->cfg->node_name, "uptime_s",
                      (json_int_t)((app_node_now_ms() - node->start_ms) / 1000), "ports", ports, "lcores", lcores,
-                     "counters", api_counters(node->lcores, node->stack.n_lcores), "counters_by_lcore", by_lcore);
+                     "counters", api_counters(node->lcores, node->stack.n_lcores), "counters_by_lcore", by_lcore,
+                     "tcp", api_tcp_json(api));
+    if (node->cfg->n_forwarders > 0)
+        json_object_set_new(root, "forwarders", api_forwarders_json(node));
     mgmt_response_json(resp, 200, root);
 }
 
@@ -354,7 +421,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
     int rc = 0;
 
     api->arp_snaps = calloc(DP_MAX_LCORES, sizeof(*api->arp_snaps));
-    if (api->arp_snaps == NULL)
+    api->tcp_usage = calloc(DP_MAX_LCORES, sizeof(*api->tcp_usage));
+    if (api->arp_snaps == NULL || api->tcp_usage == NULL)
         return -ENOMEM;
     rc |= mgmt_routes_add(routes, "GET", "/healthz/ready", api_ready, api, "200 once the data plane runs",
                           MGMT_ROUTE_TCP);
@@ -376,4 +444,6 @@ void app_api_fini(struct app_api *api)
     /* Safe only once the workers have stopped: a timed-out ARP dump may still be writing otherwise. */
     free(api->arp_snaps);
     api->arp_snaps = NULL;
+    free(api->tcp_usage);
+    api->tcp_usage = NULL;
 }

@@ -9,12 +9,14 @@
 #include "mgmt/routes.h"
 
 struct api_arp_snapshot;
+struct dp_tcp_usage;
 
 struct app_api {
     struct app_node *node;
     uint32_t ready;                      /* 1 once the data plane runs (release/acquire) */
     uint32_t quit;                       /* set by POST /quitquitquit */
     struct api_arp_snapshot *arp_snaps;  /* one per lcore: RPC targets that outlive a timed-out call */
+    struct dp_tcp_usage *tcp_usage;      /* likewise */
 };
 
 /* Register every endpoint on routes with api as context. 0, -ENOMEM or -EINVAL. */

@@ -500,8 +500,9 @@ static void tcp_process_deferred(struct mesh_conn *c)
             tcp_deliver(c);
         if (!(c->flags & TCPF_OWNED))
             goto out;
-        if ((c->flags & (TCPF_PEER_FIN | TCPF_PEER_FIN_TOLD)) == TCPF_PEER_FIN && c->rcvq.bytes == 0 &&
-            c->state != DP_TCP_CLOSED) {
+        /* the FIN is the end of the byte stream: told after the last byte, and not while reading is paused */
+        if ((c->flags & (TCPF_PEER_FIN | TCPF_PEER_FIN_TOLD | TCPF_READ_OFF)) == TCPF_PEER_FIN &&
+            c->rcvq.bytes == 0 && c->state != DP_TCP_CLOSED) {
             c->flags |= TCPF_PEER_FIN_TOLD;
             c->cb->on_peer_fin(c->u);
             if (!(c->flags & TCPF_OWNED))

@@ -243,6 +243,8 @@ void tcp_output(struct mesh_conn *c);
 /* Send one segment of new data even if it is smaller than sender SWS avoidance wants (persist override). */
 void tcp_output_force(struct mesh_conn *c);
 void tcp_send_ack(struct mesh_conn *c);
+/* Payload bytes that fit one segment of c once its options are counted (RFC 6691). */
+uint32_t tcp_payload_max(const struct mesh_conn *c);
 void tcp_send_syn(struct mesh_conn *c, bool with_ack);
 void tcp_send_rst_for(struct mesh_conn *c);
 /* RST answering a segment that has no connection (RFC 9293 §3.10.7.1). */

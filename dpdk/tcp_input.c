@@ -415,7 +415,7 @@ static void input_dupack(struct mesh_conn *c)
         c->high_rxt = c->snd_una;
         /* the segment at snd_una is lost whatever the scoreboard says (RFC 6675 §5 (4.1)) */
         tcp_retransmit(c, c->snd_una, c->mss);
-        c->high_rxt = c->snd_una + c->mss;
+        c->high_rxt = c->snd_una + tcp_payload_max(c);
     } else {
         tcp_retransmit(c, c->snd_una, c->mss);
         c->cwnd = c->ssthresh + TCP_DUPTHRESH * c->mss;
@@ -590,9 +590,11 @@ static void input_data(struct mesh_conn *c, struct tcp_seg *s)
     s->len = 0;
 
     /* ACK every second full segment, else after the delayed-ACK timer (RFC 5681 §4.2, RFC 9293 §3.8.6.3) */
-    if (took >= c->mss)
+    /* a full-sized segment carries the MSS less the sender's options (RFC 6691); 40 bytes covers any */
+    bool full = took + 40 >= c->mss;
+    if (full)
         c->unacked_segs++;
-    if (c->unacked_segs >= 2 || took < c->mss)
+    if (c->unacked_segs >= 2 || !full)
         c->flags |= TCPF_ACK_NOW;
     else if (c->delack_at == 0) {
         c->delack_at = c->lc->now_ms + t->cfg.delack_ms;

@@ -191,6 +191,20 @@ static void conn_opts(struct mesh_conn *c, struct tcp_seg_opts *o, bool with_sac
         o->n_sack = tcp_ooo_sack_blocks(c, o->sack, o->ts ? 3 : 4);
 }
 
+uint32_t tcp_payload_max(const struct mesh_conn *c)
+{
+    /* RFC 6691: the MSS counts no TCP options, so the options we put on a segment come out of its payload */
+    uint32_t opts = (c->flags & TCPF_TS_OK) ? 12 : 0;
+
+    if ((c->flags & TCPF_SACK_OK) && c->ooo.n > 0) {
+        struct tcp_sack_block b[4];
+        int n = tcp_ooo_sack_blocks(c, b, (c->flags & TCPF_TS_OK) ? 3 : 4);
+        if (n > 0)
+            opts += 4 + 8 * (uint32_t)n;
+    }
+    return c->mss > opts + 1 ? c->mss - opts : 1;
+}
+
 /* Build and send one segment of c: len payload bytes at seq, with flags (ACK always added). */
 static bool send_conn_segment(struct mesh_conn *c, uint32_t seq, uint32_t len, uint8_t flags)
 {
@@ -295,7 +309,7 @@ static uint32_t tcp_data_end(const struct mesh_conn *c)
 void tcp_retransmit(struct mesh_conn *c, uint32_t seq, uint32_t max_len)
 {
     uint32_t end = tcp_data_end(c);
-    uint32_t len = SEQ_LT(seq, end) ? RTE_MIN(RTE_MIN(max_len, (uint32_t)c->mss), end - seq) : 0;
+    uint32_t len = SEQ_LT(seq, end) ? RTE_MIN(RTE_MIN(max_len, tcp_payload_max(c)), end - seq) : 0;
     uint8_t flags = 0;
 
     if ((c->flags & TCPF_FIN_SENT) && seq + len == end && SEQ_LT(end, c->snd_max))
@@ -319,7 +333,8 @@ static bool output_new_data(struct mesh_conn *c, uint32_t budget, bool force)
         uint32_t unsent = SEQ_LT(c->snd_nxt, end) ? end - c->snd_nxt : 0;
         uint32_t wnd_edge = c->snd_una + c->snd_wnd;
         uint32_t in_wnd = SEQ_LT(c->snd_nxt, wnd_edge) ? wnd_edge - c->snd_nxt : 0;
-        uint32_t len = RTE_MIN(RTE_MIN(unsent, in_wnd), RTE_MIN(budget, (uint32_t)c->mss));
+        uint32_t seg_max = tcp_payload_max(c);
+        uint32_t len = RTE_MIN(RTE_MIN(unsent, in_wnd), RTE_MIN(budget, seg_max));
         bool fin = false;
         uint8_t flags = 0;
 
@@ -331,7 +346,7 @@ static bool output_new_data(struct mesh_conn *c, uint32_t budget, bool force)
             break;
         /* sender SWS avoidance (RFC 9293 §3.8.6.2.1) without Nagle: a full segment, all we have, or half the
          * largest window the peer offered */
-        if (!fin && !force && len < c->mss && len < unsent && len < c->max_snd_wnd / 2)
+        if (!fin && !force && len < seg_max && len < unsent && len < c->max_snd_wnd / 2)
             break;
         force = false;
         if (fin)
@@ -397,7 +412,7 @@ void tcp_output(struct mesh_conn *c)
         /* RFC 6675 §5 (C): while the pipe has room, holes first */
         while (tcp_sack_pipe(c) + c->mss <= c->cwnd && tcp_sack_next_hole(c, &seq, &len)) {
             tcp_retransmit(c, seq, len);
-            c->high_rxt = seq + RTE_MIN(len, (uint32_t)c->mss);
+            c->high_rxt = seq + RTE_MIN(len, tcp_payload_max(c));
             sent = true;
         }
         flight = tcp_sack_pipe(c);

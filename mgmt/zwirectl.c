@@ -65,6 +65,7 @@ static void usage(FILE *out)
             "commands:\n"
             "  status            readiness and a summary (node, uptime, ports, workers)\n"
             "  stats             port, lcore and counter tables (--all: zero counters and per-lcore counters too)\n"
+            "  tcp               TCP connections by state, per-lcore usage, tcp_* counters (retransmits, drops)\n"
             "  config            ports, routes and the ARP table from /config_dump\n"
             "  metrics           Prometheus metrics, as served\n"
             "  log-level [LEVEL] show, or set, the log level (e.g. debug, or mod:lvl,mod2:lvl)\n"
@@ -463,8 +464,54 @@ static int cmd_stats(const struct ctl_opts *o)
                0) {
         printf("  (all zero)\n");
     }
-    static const char *const known[] = {"node", "uptime_s", "ports", "lcores", "counters", "counters_by_lcore", NULL};
+    static const char *const known[] = {"node",     "uptime_s",          "ports", "lcores",
+                                        "counters", "counters_by_lcore", "tcp",   NULL};
     print_other_sections(j, known, !o->all);
+    json_decref(j);
+    return CTL_EXIT_OK;
+}
+
+static const struct mgmt_ctl_column tcp_lcore_cols[] = {
+    {"lcore", NULL}, {"conns_in_use", "conns"}, {"conns_max", "max"}, {"timers_armed", "timers"},
+    {"buffer_mbufs_in_use", "buffers"}, {"listeners", NULL}, {"states", NULL},
+};
+
+/* zwirectl tcp: connections by state, per-lcore usage, and the tcp_* counters (retransmits, drops by reason). */
+static int cmd_tcp(const struct ctl_opts *o)
+{
+    json_t *j, *tcp, *counters, *sel;
+    const char *key;
+    json_t *v;
+    int rc = ctl_get_json(o, "/stats", &j);
+
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    tcp = json_object_get(j, "tcp");
+    counters = json_object_get(j, "counters");
+    sel = json_object();
+    json_object_foreach(counters, key, v)
+    {
+        if (strncmp(key, "tcp_", 4) == 0)
+            json_object_set(sel, key, v);
+    }
+    if (o->json) {
+        json_t *out = json_pack("{s:O, s:O}", "tcp", tcp ? tcp : json_null(), "counters", sel);
+        print_json(out);
+        json_decref(out);
+    } else if (!json_is_object(tcp)) {
+        printf("this node reports no TCP state\n");
+    } else {
+        if (mgmt_ctl_table_print_kv(stdout, "CONNECTIONS BY STATE", json_object_get(tcp, "states"), !o->all) == 0)
+            printf("  (none)\n");
+        printf("\n");
+        mgmt_ctl_table_print(stdout, "LCORES", json_object_get(tcp, "lcores"), tcp_lcore_cols,
+                             sizeof(tcp_lcore_cols) / sizeof(tcp_lcore_cols[0]), false);
+        printf("\n");
+        if (mgmt_ctl_table_print_kv(stdout, o->all ? "COUNTERS" : "COUNTERS (non-zero; --all shows every counter)",
+                                    sel, !o->all) == 0)
+            printf("  (all zero)\n");
+    }
+    json_decref(sel);
     json_decref(j);
     return CTL_EXIT_OK;
 }
@@ -677,6 +724,8 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_status(opts);
     if (strcmp(cmd, "stats") == 0 && nargs == 0)
         return cmd_stats(opts);
+    if (strcmp(cmd, "tcp") == 0 && nargs == 0)
+        return cmd_tcp(opts);
     if (strcmp(cmd, "config") == 0 && nargs == 0)
         return cmd_config(opts);
     if (strcmp(cmd, "metrics") == 0 && nargs == 0)
@@ -687,7 +736,7 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_raw(opts, "POST", "/quitquitquit");
     if (strcmp(cmd, "get") == 0 && nargs == 1)
         return cmd_get(opts, args[0]);
-    if (key_is(cmd, (const char *const[]){"status", "stats", "config", "metrics", "log-level", "quit", "get", NULL}))
+    if (key_is(cmd, (const char *const[]){"status", "stats", "tcp", "config", "metrics", "log-level", "quit", "get", NULL}))
         return usage_error("wrong number of arguments for %s", cmd);
     return usage_error("unknown command %s", cmd);
 }

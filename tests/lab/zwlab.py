@@ -608,6 +608,7 @@ class Lab:
             f"extra_args = [ {extra} ]; }};",
             f'mgmt = {{ socket = "{self.socket_path(node)}"; }};',
             f'log = {{ level = "{n.get("log_level", "info")}"; }};',
+            n.get("config_extra", ""),  # more groups for this node (tcp, forwarders, ...), libconfig text
         ]
         return "\n".join(lines) + "\n"
 

@@ -29,6 +29,8 @@
 #include "dpdk/stack.h"
 #include "dpdk/tcp.h"
 #include "dpdk/tcp_impl.h"
+#include "dpdk/conn_dpdk.h"
+#include "mesh/relay.h"
 
 #define IP(a, b, c, d) (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (uint32_t)(d))
 #define IP_A IP(10, 9, 0, 1)
@@ -62,8 +64,9 @@ static uint64_t now_ms;
 static uint16_t wire_tx(struct dp_lcore *lc, uint8_t port, struct rte_mbuf **pkts, uint16_t n)
 {
     struct wire *w = lc == &A.lc ? &a_to_b : &b_to_a;
-    (void)port;
     for (uint16_t i = 0; i < n; i++) {
+        /* nothing larger than the link MTU may leave a port */
+        assert_true(rte_pktmbuf_pkt_len(pkts[i]) <= (uint32_t)RTE_ETHER_HDR_LEN + lc->stack->ports[port].mtu);
         w->sent++;
         if (w->blackhole || (w->loss_pct && rte_rand_max(100) < w->loss_pct) || w->n == WIRE_MAX) {
             w->dropped++;
@@ -934,6 +937,128 @@ static void test_tcp_time_wait_reused_by_new_syn(void **state)
     assert_int_equal(client.close_err, 0);
 }
 
+/* ---- a relay on B: A's client -> B:PORT_FWD -> relay -> A:PORT_SINK (the forwarder's shape) ---- */
+
+#define PORT_FWD 9000
+#define PORT_SINK 9090
+
+static struct {
+    struct mesh_conn *client, *upstream;
+    struct mesh_relay relay;
+    int done, err;
+} fw;
+
+static void fw_done(void *u, struct mesh_relay *r, int err)
+{
+    (void)u;
+    (void)r;
+    fw.done++;
+    fw.err = err;
+}
+
+static size_t fw_hold(void *u, const uint8_t *p, size_t n)
+{
+    (void)u;
+    (void)p;
+    (void)n;
+    return 0;
+}
+
+static void fw_nop(void *u)
+{
+    (void)u;
+}
+
+static void fw_closed(void *u, int err)
+{
+    (void)u;
+    fail_msg("forwarder leg closed before the relay started (%d)", err);
+}
+
+static void fw_upstream_writable(void *u)
+{
+    (void)u;
+    dp_tcp_set_callbacks(fw.client, &mesh_relay_conn_cb, &fw.relay.side[MESH_RELAY_A]);
+    dp_tcp_set_callbacks(fw.upstream, &mesh_relay_conn_cb, &fw.relay.side[MESH_RELAY_B]);
+    mesh_relay_init(&fw.relay, &dp_conn_ops, fw.client, &dp_conn_ops, fw.upstream, fw_done, NULL);
+}
+
+static const struct mesh_conn_cb fw_wait_cb = {fw_hold, fw_nop, fw_nop, fw_closed};
+static const struct mesh_conn_cb fw_dial_cb = {fw_hold, fw_upstream_writable, fw_nop, fw_closed};
+
+static bool fw_accept(void *ctx, struct mesh_conn *c)
+{
+    (void)ctx;
+    fw.client = c;
+    dp_tcp_set_callbacks(c, &fw_wait_cb, NULL);
+    dp_tcp_read_enable(c, false);
+    assert_int_equal(dp_tcp_connect(&B.lc, 0, IP_A, PORT_SINK, &fw_dial_cb, NULL, &fw.upstream), 0);
+    return true;
+}
+
+static struct app sink;
+static bool sink_accept(void *ctx, struct mesh_conn *c)
+{
+    (void)ctx;
+    memset(&sink, 0, sizeof(sink));
+    sink.c = c;
+    sink.side = &A;
+    sink.consume = true;
+    dp_tcp_set_callbacks(c, &app_cb, &sink);
+    return true;
+}
+
+static bool relayed_all(void)
+{
+    return sink.received == client.to_send && sink.peer_fin;
+}
+
+static bool relay_finished(void)
+{
+    return fw.done == 1 && client.closed && sink.closed;
+}
+
+static void relay_run(uint64_t bytes, uint64_t budget_ms)
+{
+    int err = 0;
+    struct dp_tcp_listener *lf = dp_tcp_listen(&B.lc, 0, PORT_FWD, NULL, fw_accept, NULL, &err);
+    struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
+
+    memset(&fw, 0, sizeof(fw));
+    assert_non_null(lf);
+    assert_non_null(ls);
+    client_open(&client, PORT_FWD);
+    client.to_send = bytes;
+    client.shut_after_send = true;
+    assert_true(pump_until(relayed_all, budget_ms));
+    assert_int_equal(sink.mismatches, 0);
+    /* the sink answers and closes: the relay carries both back */
+    sink.to_send = 100000;
+    sink.shut_after_send = true;
+    app_pump_writes(&sink);
+    assert_true(pump_until(relay_finished, budget_ms));
+    assert_int_equal(fw.err, 0);
+    assert_int_equal(client.received, 100000);
+    assert_int_equal(client.mismatches, 0);
+    assert_int_equal(mesh_relay_bytes(&fw.relay, MESH_RELAY_A), bytes);
+    dp_tcp_unlisten(&B.lc, lf);
+    dp_tcp_unlisten(&A.lc, ls);
+}
+
+static void test_tcp_relay_through_b(void **state)
+{
+    (void)state;
+    relay_run(8u << 20, 30000);
+}
+
+static void test_tcp_relay_through_b_with_loss(void **state)
+{
+    (void)state;
+    a_to_b.loss_pct = b_to_a.loss_pct = 2;
+    a_to_b.jitter_ms = b_to_a.jitter_ms = 2;
+    relay_run(2u << 20, 300000);
+}
+
 /* ---- pieces ---- */
 
 static void test_tcp_sack_scoreboard_merges_and_trims(void **state)
@@ -1094,6 +1219,8 @@ int main(void)
         T(test_tcp_syn_cookies_when_backlog_full),
         T(test_tcp_paws_rejects_old_timestamp),
         T(test_tcp_time_wait_reused_by_new_syn),
+        T(test_tcp_relay_through_b),
+        T(test_tcp_relay_through_b_with_loss),
         T(test_tcp_sack_scoreboard_merges_and_trims),
         T(test_tcp_cc_windows),
         T(test_tcp_ooo_queue_trims_overlaps),
