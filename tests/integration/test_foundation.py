@@ -221,6 +221,48 @@ def direct_pod_port_and_fabric_host(_lab, ctx):
 
 
 @case
+def metrics_and_readiness_on_tcp(lab, _ctx):
+    """Prometheus and kubelet reach /metrics and /healthz/ready on TCP; nothing else is served there."""
+    ns = lab.ns("node1")
+    base = f"http://127.0.0.1:{zwlab.METRICS_PORT}"
+    res = lab.exec(ns, ["curl", "-s", "-w", "\n%{http_code}", base + "/metrics"], timeout=10)
+    body, _, code = res.stdout.rpartition("\n")
+    check(code == "200", f"/metrics -> {code}")
+    check('zwire_dataplane_events_total{event="ip4_forwarded"}' in body, "no forwarding counter in /metrics")
+    check("# TYPE zwire_port_rx_packets_total counter" in body, "no port counters in /metrics")
+    res = lab.exec(ns, ["curl", "-s", "-w", "\n%{http_code}", base + "/healthz/ready"], timeout=10)
+    check(res.stdout.endswith("\n200") and res.stdout.startswith("ready"), f"/healthz/ready: {res.stdout!r}")
+    res = lab.exec(ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", base + "/stats"], timeout=10)
+    check(res.stdout == "404", f"/stats on the TCP listener -> {res.stdout}, want 404")
+
+
+@case
+def mgmt_errors_are_http_errors(lab, _ctx):
+    """Unknown paths and wrong methods get 404 and 405 from the management socket."""
+    status, _ = lab.mgmt("node1", "GET", "/no/such/path")
+    check(status == 404, f"unknown path -> {status}")
+    status, _ = lab.mgmt("node1", "GET", "/quitquitquit")
+    check(status == 405, f"GET /quitquitquit -> {status}")
+    status, body = lab.mgmt("node1", "POST", "/logging?level=nonsense")
+    check(status == 400, f"bad level -> {status} {body[:100]!r}")
+
+
+@case
+def af_xdp_ports(_lab, ctx):
+    """The same forwarding with both nodes on net_af_xdp ports instead of net_af_packet."""
+    desc = copy.deepcopy(zwlab.DEFAULT_DESC)
+    for n in desc["nodes"]:
+        n["pmd"] = "af_xdp"
+    with zwlab.Lab(desc, build=ctx.build, kind="zwire") as lab2:
+        checks.ping_ttl(lab2, "a", lab2.pods["c"]["ip"], routers=2)
+        cfg = lab2.zwirectl("node1", ["config"])
+        drivers = [p.get("devargs", "") for p in cfg.get("ports", [])]
+        check(all(d.startswith("net_af_xdp") for d in drivers), f"ports: {drivers}")
+    left = lab2.leftovers()
+    check(not left, "left behind: " + ", ".join(left))
+
+
+@case
 def quitquitquit_exits_cleanly(lab, _ctx):
     node = "node2"
     proc = lab.daemons[node]
@@ -236,6 +278,21 @@ def quitquitquit_exits_cleanly(lab, _ctx):
     while os.path.exists(sock) and time.monotonic() < deadline:
         time.sleep(0.05)
     check(not os.path.exists(sock), f"{sock} still exists after exit")
+
+
+@case
+def sigterm_exits_cleanly(lab, _ctx):
+    node = "node1"
+    proc = lab.daemons[node]
+    sock = lab.socket_path(node)
+    proc.popen.terminate()
+    try:
+        rc = proc.popen.wait(QUIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {QUIT_TIMEOUT_S}s after SIGTERM") from None
+    check(rc == 0, f"exit code {rc}:\n{proc.log_tail()}")
+    check(not os.path.exists(sock), f"{sock} still exists after exit")
+    check(not os.path.exists(f"/var/run/dpdk/{lab.file_prefix(node)}"), "EAL runtime directory left behind")
 
 
 @case(after_teardown=True)
