@@ -49,6 +49,7 @@ struct dp_port {
     uint32_t net;              /* connected subnet */
     uint32_t mask;
     uint16_t mtu;              /* largest IPv4 packet we send on this port */
+    bool tx_cksum_offload;     /* the device fills IPv4 and TCP checksums (else software does) */
 };
 
 /* A route's result: the port, and the gateway to resolve (0: the destination itself is on the link). */

@@ -68,6 +68,12 @@ int dp_port_start(struct dp_port *p, uint16_t port_id, uint16_t n_queues, struct
     }
     if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM)
         conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+    if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TCP_CKSUM)
+        conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+    p->tx_cksum_offload = (info.tx_offload_capa & (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM)) ==
+                          (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
+    if (p->tx_cksum_offload)
+        conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
     rc = rte_eth_dev_configure(port_id, n_queues, n_queues, &conf);
     if (rc != 0) {
         snprintf(err, errlen, "port %s: configure failed (%s)", p->name, rte_strerror(-rc));

@@ -97,6 +97,23 @@ static unsigned make_options(uint8_t *start, const struct tcp_seg_opts *o)
     return (unsigned)(p - start);
 }
 
+/* Checksums in software, or left to the egress device when it offers both (the pseudo-header sum goes first). */
+static void tcp_checksum(struct dp_lcore *lc, struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rte_tcp_hdr *th)
+{
+    const struct dp_nexthop *nh = dp_route_lookup(lc->stack, rte_be_to_cpu_32(ip->dst_addr));
+
+    if (nh != NULL && lc->stack->ports[nh->port].tx_cksum_offload) {
+        m->l2_len = RTE_ETHER_HDR_LEN;
+        m->l3_len = sizeof(*ip);
+        m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
+        ip->hdr_checksum = 0;
+        th->cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+        return;
+    }
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+}
+
 /*
  * Build a segment from parts; the payload, if any, is copied from c's send buffer at seq. Returns the mbuf at the
  * IP header, or NULL (counted) when no mbuf is left.
@@ -147,8 +164,7 @@ static struct rte_mbuf *make_segment(struct dp_lcore *lc, uint32_t lip, uint16_t
         memcpy(th + 1, opts, olen);
     if (len)
         tcp_bufq_copy(&payload_from->snd, seq - payload_from->snd_una, len, (uint8_t *)th + hlen);
-    ip->hdr_checksum = rte_ipv4_cksum(ip);
-    th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+    tcp_checksum(lc, m, ip, th);
     return m;
 }
 

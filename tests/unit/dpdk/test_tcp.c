@@ -1059,6 +1059,46 @@ static void test_tcp_relay_through_b_with_loss(void **state)
     relay_run(2u << 20, 300000);
 }
 
+/* With a device that offloads checksums, segments leave with the pseudo-header sum and the offload flags. */
+static uint16_t offload_tx(struct dp_lcore *lc, uint8_t port, struct rte_mbuf **pkts, uint16_t n)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        struct rte_mbuf *m = pkts[i];
+        struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, RTE_ETHER_HDR_LEN);
+        if (ip->next_proto_id == IPPROTO_TCP) {
+            struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(ip + 1);
+            assert_true(m->ol_flags & RTE_MBUF_F_TX_TCP_CKSUM);
+            assert_true(m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM);
+            assert_int_equal(m->l2_len, RTE_ETHER_HDR_LEN);
+            assert_int_equal(m->l3_len, sizeof(*ip));
+            assert_int_equal(th->cksum, rte_ipv4_phdr_cksum(ip, m->ol_flags));
+            /* do what the device would, so the peer can check them */
+            m->ol_flags = 0;
+            ip->hdr_checksum = rte_ipv4_cksum(ip);
+            th->cksum = 0;
+            th->cksum = rte_ipv4_udptcp_cksum(ip, th);
+        }
+    }
+    return wire_tx(lc, port, pkts, n);
+}
+
+static void test_tcp_checksum_offload_when_the_port_has_it(void **state)
+{
+    (void)state;
+    A.st.ports[0].tx_cksum_offload = true;
+    A.lc.tx_burst = offload_tx;
+    client_open(&client, PORT_SRV);
+    client.to_send = 100000;
+    client.shut_after_send = true;
+    assert_true(pump_until(transfer_done, 2000));
+    assert_int_equal(servers[0].mismatches, 0);
+    assert_int_equal(cnt(&B, DP_CNT_TCP_BAD_CHECKSUM), 0);
+    dp_tcp_shutdown_wr(servers[0].c);
+    assert_true(pump_until(both_closed, 2000));
+    A.st.ports[0].tx_cksum_offload = false;
+    A.lc.tx_burst = wire_tx;
+}
+
 /* ---- pieces ---- */
 
 static void test_tcp_sack_scoreboard_merges_and_trims(void **state)
@@ -1220,6 +1260,7 @@ int main(void)
         T(test_tcp_paws_rejects_old_timestamp),
         T(test_tcp_time_wait_reused_by_new_syn),
         T(test_tcp_relay_through_b),
+        T(test_tcp_checksum_offload_when_the_port_has_it),
         T(test_tcp_relay_through_b_with_loss),
         T(test_tcp_sack_scoreboard_merges_and_trims),
         T(test_tcp_cc_windows),
