@@ -67,6 +67,7 @@ struct dp_route_entry {        /* for /config_dump; the LPM holds the lookup for
 
 struct rte_lpm;
 struct rte_mempool;
+struct dp_mesh_view;
 
 struct dp_stack {
     int n_ports;
@@ -82,6 +83,7 @@ struct dp_stack {
     uint32_t icmp_errors_per_s;
     int n_lcores;
     struct dp_lcore *lcores[DP_MAX_LCORES]; /* for neighbour sync between workers */
+    const struct dp_mesh_view *mesh;        /* enrolled pods for flow classification; NULL: a plain router */
 };
 
 /* ---- neighbour table (per lcore) ---- */

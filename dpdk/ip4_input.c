@@ -7,6 +7,7 @@
  */
 #include <rte_ip.h>
 #include <rte_icmp.h>
+#include <rte_tcp.h>
 
 #include "dpdk/dp.h"
 #include "dpdk/stack.h"
@@ -31,6 +32,7 @@ static bool ip4_is_martian_dest(const struct dp_stack *st, uint32_t a)
 
 static void ip4_forward(struct dp_lcore *lc, uint8_t in_port, struct rte_mbuf *m)
 {
+    m->port = in_port;
     const struct dp_stack *st = lc->stack;
     struct rte_ipv4_hdr *ip = dp_ip4_hdr(m);
     const struct dp_nexthop *nh;
@@ -83,6 +85,35 @@ static void ip4_local_deliver(struct dp_lcore *lc, uint8_t port, struct rte_mbuf
         dp_drop(lc, m, DP_CNT_IP4_LOCAL_PROTO);
         return;
     }
+}
+
+/*
+ * TCP not addressed to us, with the mesh on: segments of connections the stack holds transparently go to TCP, and so
+ * do SYNs the classifier captures. Returns true when m was taken.
+ */
+static bool ip4_mesh_tcp(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m, unsigned ihl)
+{
+    const struct rte_ipv4_hdr *ip = dp_ip4_hdr(m);
+    const struct rte_tcp_hdr *th;
+    uint32_t src = rte_be_to_cpu_32(ip->src_addr), dst = rte_be_to_cpu_32(ip->dst_addr);
+    enum dp_flow_class cls;
+
+    if (lc->tcp == NULL || rte_pktmbuf_data_len(m) < ihl + sizeof(*th))
+        return false;
+    th = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
+    if (tcp_conn_lookup(lc->tcp, dst, rte_be_to_cpu_16(th->dst_port), src, rte_be_to_cpu_16(th->src_port)) != NULL) {
+        dp_count(lc, DP_CNT_TCP_TRANSPARENT_IN);
+        dp_tcp_input(lc, m, ihl);
+        return true;
+    }
+    if ((th->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) != RTE_TCP_SYN_FLAG)
+        return false;
+    cls = dp_classify_syn(lc->stack, port, src, dst, rte_be_to_cpu_16(th->dst_port));
+    if (cls == DP_FLOW_PASSTHROUGH)
+        return false;
+    m->port = port;
+    dp_tcp_input_capture(lc, m, ihl, cls);
+    return true;
 }
 
 void dp_ip4_input(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m)
@@ -142,7 +173,14 @@ void dp_ip4_input(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m)
         ip4_local_deliver(lc, port, m, ihl, fragment);
         return;
     }
+    if (st->mesh != NULL && ip->next_proto_id == IPPROTO_TCP && !fragment && ip4_mesh_tcp(lc, port, m, ihl))
+        return;
     ip4_forward(lc, port, m);
+}
+
+void dp_ip4_forward(struct dp_lcore *lc, struct rte_mbuf *m)
+{
+    ip4_forward(lc, (uint8_t)m->port, m);
 }
 
 void dp_ip4_output(struct dp_lcore *lc, struct rte_mbuf *m)

@@ -60,6 +60,8 @@ const struct dp_arp_entry *dp_arp_lookup(const struct dp_lcore *lc, uint8_t port
 void dp_ip4_input(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m);
 /* Route and send m (at the IP header, header complete with checksum). Returns 0 or a drop reason counted. */
 void dp_ip4_output(struct dp_lcore *lc, struct rte_mbuf *m);
+/* Forward m (at the IP header, validated by dp_ip4_input), as a router: TTL, route, MTU, next hop. */
+void dp_ip4_forward(struct dp_lcore *lc, struct rte_mbuf *m);
 static inline struct rte_ipv4_hdr *dp_ip4_hdr(struct rte_mbuf *m)
 {
     return rte_pktmbuf_mtod(m, struct rte_ipv4_hdr *);

@@ -76,6 +76,15 @@ struct dp_tcp_listener *dp_tcp_listen(struct dp_lcore *lc, uint32_t ip, uint16_t
 void dp_tcp_unlisten(struct dp_lcore *lc, struct dp_tcp_listener *l);
 
 /*
+ * Transparent capture (DESIGN.md §2): take every SYN that the classifier puts in class cls (dpdk/classify.h), whatever
+ * its destination address; the accepted connection's local address is the original destination (dp_tcp_addrs).
+ * cls is DP_FLOW_OUTBOUND, DP_FLOW_INBOUND_HBONE or DP_FLOW_INBOUND_PLAIN. fn NULL stops capturing that class.
+ * Returns 0 or -EINVAL.
+ */
+int dp_tcp_capture(struct dp_lcore *lc, int cls, const struct dp_tcp_listen_opts *opts, dp_tcp_accept_fn fn,
+                   void *ctx);
+
+/*
  * Open a connection from src_ip (0: the address of the egress port) to dst_ip:dst_port. on_writable is the
  * first upcall once established; on_closed(-ECONNREFUSED or -ETIMEDOUT) if it never is. 0 or -errno.
  */

@@ -313,6 +313,28 @@ void dp_tcp_unlisten(struct dp_lcore *lc, struct dp_tcp_listener *l)
     t->n_listeners--;
 }
 
+int dp_tcp_capture(struct dp_lcore *lc, int cls, const struct dp_tcp_listen_opts *opts, dp_tcp_accept_fn fn,
+                   void *ctx)
+{
+    struct dp_tcp *t = tcp_of(lc);
+    struct dp_tcp_listener *l;
+
+    if (t == NULL || cls <= DP_FLOW_PASSTHROUGH || cls >= DP_FLOW_N_CLASSES)
+        return -EINVAL;
+    l = &t->capture[cls];
+    if (fn == NULL) {
+        for (uint32_t i = 0; i < t->cfg.max_conns; i++) /* half-open ones finish unowned */
+            if (t->conns[i].lc != NULL && t->conns[i].listener == l)
+                t->conns[i].listener = NULL;
+        memset(l, 0, sizeof(*l));
+        return 0;
+    }
+    *l = (struct dp_tcp_listener){.in_use = true, .fn = fn, .ctx = ctx};
+    if (opts != NULL)
+        l->opts = *opts;
+    return 0;
+}
+
 /* ---- owner operations ---- */
 
 static int tcp_pick_port(struct dp_lcore *lc, uint32_t lip, uint32_t rip, uint16_t rport, uint16_t *out)

@@ -22,6 +22,7 @@
 #include <rte_tcp.h>
 
 #include "dpdk/dp.h"
+#include "dpdk/classify.h"
 #include "dpdk/tcp.h"
 
 /* ---- sequence arithmetic (RFC 9293 §3.4) ---- */
@@ -198,6 +199,7 @@ struct dp_tcp {
     struct rte_mempool *bufpool;
     struct dp_tcp_listener listeners[TCP_MAX_LISTENERS];
     uint32_t n_listeners;
+    struct dp_tcp_listener capture[DP_FLOW_N_CLASSES]; /* transparent listeners by flow class */
     /* timer wheel */
     struct mesh_conn *wheel[TCP_WHEEL_SLOTS];
     uint64_t wheel_ms;               /* every slot before this has been run */
@@ -236,6 +238,8 @@ uint8_t tcp_wscale_for(uint32_t rcvbuf);
 
 /* ---- tcp_input.c ---- */
 void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl);
+/* A SYN the classifier captured (its destination may be any address): accepted by the capture listener of cls. */
+void dp_tcp_input_capture(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl, enum dp_flow_class cls);
 
 /* ---- tcp_output.c ---- */
 /* Send what the window allows (data, FIN), and an ACK if one is due. */

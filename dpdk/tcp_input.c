@@ -733,7 +733,8 @@ static bool input_checksum_ok(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
     return rte_ipv4_udptcp_cksum_verify(ip, th) == 0;
 }
 
-void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl)
+/* capture: the transparent listener to use when no connection matches (NULL: the listeners of our addresses). */
+static void input_segment(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl, struct dp_tcp_listener *capture)
 {
     struct dp_tcp *t = tcp_of(lc);
     const struct rte_ipv4_hdr *ip = dp_ip4_hdr(m);
@@ -788,7 +789,7 @@ void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl)
         c = (c->lc == NULL) ? NULL : c;
     }
     if (c == NULL || c->state == DP_TCP_CLOSED) {
-        struct dp_tcp_listener *l = c == NULL ? tcp_listener_find(t, s.lip, s.lport) : NULL;
+        struct dp_tcp_listener *l = c != NULL ? NULL : capture != NULL ? capture : tcp_listener_find(t, s.lip, s.lport);
         if (l != NULL) {
             input_listen(lc, l, &s);
             /* a cookie's ACK that carried data: now there is a block for it */
@@ -810,4 +811,23 @@ void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl)
     else
         input_synchronized(c, &s);
     rte_pktmbuf_free(m);
+}
+
+void dp_tcp_input(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl)
+{
+    input_segment(lc, m, ihl, NULL);
+}
+
+void dp_tcp_input_capture(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl, enum dp_flow_class cls)
+{
+    struct dp_tcp *t = tcp_of(lc);
+    struct dp_tcp_listener *l = t != NULL && cls < DP_FLOW_N_CLASSES ? &t->capture[cls] : NULL;
+
+    if (l == NULL || !l->in_use) { /* nobody captures this class: route it as it is */
+        dp_count(lc, DP_CNT_TCP_CAPTURE_UNCLAIMED);
+        dp_ip4_forward(lc, m);
+        return;
+    }
+    dp_count(lc, DP_CNT_TCP_CAPTURED);
+    input_segment(lc, m, ihl, l);
 }

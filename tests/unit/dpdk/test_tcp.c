@@ -31,6 +31,7 @@
 #include "dpdk/tcp_impl.h"
 #include "dpdk/conn_dpdk.h"
 #include "mesh/relay.h"
+#include "dpdk/classify.h"
 
 #define IP(a, b, c, d) (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (uint32_t)(d))
 #define IP_A IP(10, 9, 0, 1)
@@ -250,6 +251,35 @@ static void client_open(struct app *a, uint16_t port)
     assert_int_equal(dp_tcp_connect(&A.lc, 0, IP_B, port, &app_cb, a, &a->c), 0);
 }
 
+/* ---- a server on A (for B's dials) ---- */
+
+#define PORT_SRV_A 7070
+static struct dp_tcp_listener *a_listener;
+static int a_accepted;
+static uint32_t a_server_peer_ip;
+static struct mesh_conn *a_server_conn;
+
+static bool a_server_accept(void *ctx, struct mesh_conn *c)
+{
+    uint32_t lip, rip;
+    uint16_t lport, rport;
+    static struct app a_app;
+    (void)ctx;
+    memset(&a_app, 0, sizeof(a_app));
+    a_app.consume = true;
+    dp_tcp_addrs(c, &lip, &lport, &rip, &rport);
+    a_server_peer_ip = rip;
+    a_server_conn = c;
+    a_accepted++;
+    dp_tcp_set_callbacks(c, &app_cb, &a_app);
+    return true;
+}
+
+static bool a_server_accepted(void)
+{
+    return a_accepted > 0;
+}
+
 /* ---- fixtures ---- */
 
 static void side_init(struct side *s, const struct rte_ether_addr *mac, uint32_t addr, unsigned lcore_id,
@@ -269,7 +299,9 @@ static void side_init(struct side *s, const struct rte_ether_addr *mac, uint32_t
     s->st.arp_timeout_ms = 600000;
     s->st.arp_pending_max = 256;
     s->st.icmp_errors_per_s = 100;
-    assert_int_equal(dp_route_build(&s->st, NULL, 0, SOCKET_ID_ANY, err, sizeof(err)), 0);
+    /* A reaches 10.9.9.0/24 (addresses that B captures or hosts transparently) through B */
+    struct dp_route_spec far = {.prefix = IP(10, 9, 9, 0), .len = 24, .via = IP_B};
+    assert_int_equal(dp_route_build(&s->st, &far, addr == IP_A ? 1 : 0, SOCKET_ID_ANY, err, sizeof(err)), 0);
     assert_int_equal(dp_lcore_init(&s->lc, &s->st, lcore_id, 0, SOCKET_ID_ANY), 0);
     s->lc.tx_burst = wire_tx;
     s->lc.now_ms = now_ms;
@@ -321,7 +353,9 @@ static int setup_with(void)
     n_servers = 0;
     refuse_accepts = false;
     listener = dp_tcp_listen(&B.lc, 0, PORT_SRV, NULL, server_accept, NULL, &err);
-    return listener == NULL ? -1 : 0;
+    a_accepted = 0;
+    a_listener = dp_tcp_listen(&A.lc, 0, PORT_SRV_A, NULL, a_server_accept, NULL, &err);
+    return listener == NULL || a_listener == NULL ? -1 : 0;
 }
 
 static int setup(void **state)
@@ -340,6 +374,7 @@ static int teardown(void **state)
     a_to_b.loss_pct = b_to_a.loss_pct = 0;
     pump(test_cfg.time_wait_ms + 100);
     dp_tcp_unlisten(&B.lc, listener);
+    dp_tcp_unlisten(&A.lc, a_listener);
     dp_tcp_usage(&A.lc, &ua);
     dp_tcp_usage(&B.lc, &ub);
     wire_flush(&a_to_b);
@@ -1099,6 +1134,140 @@ static void test_tcp_checksum_offload_when_the_port_has_it(void **state)
     A.lc.tx_burst = wire_tx;
 }
 
+/* ---- transparent capture on B (the mesh data path's flow classes) ---- */
+
+static struct app captured;
+static uint32_t cap_lip, cap_rip;
+static uint16_t cap_lport, cap_rport;
+static int cap_class;
+
+static bool capture_accept(void *ctx, struct mesh_conn *c)
+{
+    cap_class = (int)(intptr_t)ctx;
+    memset(&captured, 0, sizeof(captured));
+    captured.c = c;
+    captured.side = &B;
+    captured.consume = true;
+    dp_tcp_addrs(c, &cap_lip, &cap_lport, &cap_rip, &cap_rport);
+    dp_tcp_set_callbacks(c, &app_cb, &captured);
+    return true;
+}
+
+static bool captured_all(void)
+{
+    return captured.c != NULL && captured.received == client.to_send && captured.peer_fin;
+}
+
+static bool captured_closed(void)
+{
+    return client.closed && captured.closed;
+}
+
+static void capture_setup(const uint32_t *enrolled, int n)
+{
+    struct dp_mesh_view *v = dp_mesh_view_new(enrolled, n, 15008, SOCKET_ID_ANY);
+    assert_non_null(v);
+    B.st.mesh = v;
+    for (int cls = DP_FLOW_OUTBOUND; cls < DP_FLOW_N_CLASSES; cls++)
+        assert_int_equal(dp_tcp_capture(&B.lc, cls, NULL, capture_accept, (void *)(intptr_t)cls), 0);
+    cap_class = -1;
+}
+
+static void capture_teardown(void)
+{
+    for (int cls = DP_FLOW_OUTBOUND; cls < DP_FLOW_N_CLASSES; cls++)
+        dp_tcp_capture(&B.lc, cls, NULL, NULL, NULL);
+    dp_mesh_view_free((struct dp_mesh_view *)(uintptr_t)B.st.mesh);
+    B.st.mesh = NULL;
+}
+
+static void capture_transfer(uint32_t dst, uint16_t port)
+{
+    memset(&client, 0, sizeof(client));
+    client.side = &A;
+    client.consume = true;
+    assert_int_equal(dp_tcp_connect(&A.lc, 0, dst, port, &app_cb, &client, &client.c), 0);
+    client.to_send = 300000;
+    client.shut_after_send = true;
+    assert_true(pump_until(captured_all, 5000));
+    assert_int_equal(captured.mismatches, 0);
+    captured.to_send = 50000;
+    captured.shut_after_send = true;
+    app_pump_writes(&captured);
+    assert_true(pump_until(captured_closed, 5000));
+    assert_int_equal(client.received, 50000);
+    assert_int_equal(client.close_err, 0);
+}
+
+static void test_tcp_outbound_capture_answers_as_the_original_destination(void **state)
+{
+    const uint32_t enrolled[] = {IP_A};
+    (void)state;
+    capture_setup(enrolled, 1);
+    capture_transfer(IP(10, 9, 9, 9), 80);
+    assert_int_equal(cap_class, DP_FLOW_OUTBOUND);
+    assert_int_equal(cap_lip, IP(10, 9, 9, 9));
+    assert_int_equal(cap_lport, 80);
+    assert_int_equal(cap_rip, IP_A);
+    assert_int_equal(cnt(&B, DP_CNT_TCP_CAPTURED), 1);
+    assert_true(cnt(&B, DP_CNT_TCP_TRANSPARENT_IN) > 0);
+    assert_int_equal(cnt(&B, DP_CNT_IP4_FORWARDED), 0);
+    capture_teardown();
+}
+
+static void test_tcp_inbound_classes_by_port(void **state)
+{
+    const uint32_t enrolled[] = {IP(10, 9, 9, 60)};
+    (void)state;
+    capture_setup(enrolled, 1); /* A itself is not enrolled: its SYNs to the enrolled pod are inbound */
+    capture_transfer(IP(10, 9, 9, 60), 15008);
+    assert_int_equal(cap_class, DP_FLOW_INBOUND_HBONE);
+    capture_transfer(IP(10, 9, 9, 60), 8080);
+    assert_int_equal(cap_class, DP_FLOW_INBOUND_PLAIN);
+    assert_int_equal(cap_lip, IP(10, 9, 9, 60));
+    assert_int_equal(cap_lport, 8080);
+    capture_teardown();
+}
+
+static void test_tcp_not_enrolled_is_passed_through(void **state)
+{
+    const uint32_t enrolled[] = {IP(10, 9, 9, 60)};
+    (void)state;
+    capture_setup(enrolled, 1);
+    memset(&client, 0, sizeof(client));
+    assert_int_equal(dp_tcp_connect(&A.lc, 0, IP(10, 9, 9, 61), 80, &app_cb, &client, &client.c), 0);
+    pump(20);
+    assert_int_equal(cnt(&B, DP_CNT_TCP_CAPTURED), 0);
+    assert_int_equal(cap_class, -1);
+    assert_true(cnt(&B, DP_CNT_IP4_NO_ROUTE) >= 1); /* routed like any packet: B has no route there */
+    dp_tcp_abort(client.c);
+    capture_teardown();
+}
+
+static bool dialed_established(void)
+{
+    return captured.writable > 0;
+}
+
+static void test_tcp_dial_from_a_non_local_source(void **state)
+{
+    const uint32_t enrolled[] = {IP(10, 9, 9, 60)};
+    struct mesh_conn *c;
+    (void)state;
+    capture_setup(enrolled, 1); /* the mesh view turns on transparent lookups for replies */
+    /* B opens to A's server from 10.9.9.50, as the inbound path does with the original client's IP */
+    memset(&captured, 0, sizeof(captured));
+    captured.consume = true;
+    assert_int_equal(dp_tcp_connect(&B.lc, IP(10, 9, 9, 50), IP_A, PORT_SRV_A, &app_cb, &captured, &c), 0);
+    captured.c = c;
+    assert_true(pump_until(dialed_established, 200));
+    assert_true(pump_until(a_server_accepted, 200));
+    assert_int_equal(a_server_peer_ip, IP(10, 9, 9, 50)); /* A sees the original client's address */
+    dp_tcp_abort(c);
+    pump(10);
+    capture_teardown();
+}
+
 /* ---- pieces ---- */
 
 static void test_tcp_sack_scoreboard_merges_and_trims(void **state)
@@ -1261,6 +1430,10 @@ int main(void)
         T(test_tcp_time_wait_reused_by_new_syn),
         T(test_tcp_relay_through_b),
         T(test_tcp_checksum_offload_when_the_port_has_it),
+        T(test_tcp_outbound_capture_answers_as_the_original_destination),
+        T(test_tcp_inbound_classes_by_port),
+        T(test_tcp_not_enrolled_is_passed_through),
+        T(test_tcp_dial_from_a_non_local_source),
         T(test_tcp_relay_through_b_with_loss),
         T(test_tcp_sack_scoreboard_merges_and_trims),
         T(test_tcp_cc_windows),
