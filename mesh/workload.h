@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mesh/workload.h - the node's view of the mesh: workloads and services shaped on istio.workload.Workload and
+ * istio.workload.Service (facts §3.5), in an immutable, indexed, reference-counted snapshot.
+ *
+ * Invariants:
+ *  - A snapshot is built once by mesh_workloads_new from caller-described workloads and services, which it deep-copies;
+ *    after that it never changes. Every pointer it hands out (workloads, services, strings, endpoint lists) lives as
+ *    long as a reference to the snapshot is held.
+ *  - The reference count is atomic, so ctrl may publish one snapshot to several lcores; the last unref frees it with
+ *    the env it was built with (whose allocator must be usable from that thread).
+ *  - xDS defaults are applied at build time: empty trust_domain -> "cluster.local", empty service_account ->
+ *    "default", capacity 0 -> 1. Each workload carries its SPIFFE identity, precomputed.
+ *  - Indexes: workload by IP (each IP belongs to at most one workload; HOST_NETWORK workloads are not indexed),
+ *    service by VIP (each VIP belongs to at most one service), service by "namespace/hostname" key, and each
+ *    service's endpoints (workloads whose services map names the service), in workload order.
+ *  - Addresses in this module carry port 0; ports are host order.
+ */
+#ifndef MESH_WORKLOAD_H
+#define MESH_WORKLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mesh/conn.h"
+#include "mesh/env.h"
+#include "mesh/spiffe.h"
+
+#define MESH_WORKLOAD_SERVICE_KEY_MAX_BYTES 512
+
+enum mesh_tunnel_protocol {
+    MESH_TUNNEL_NONE = 0,
+    MESH_TUNNEL_HBONE = 1,
+};
+
+enum mesh_workload_status {
+    MESH_WORKLOAD_HEALTHY = 0,
+    MESH_WORKLOAD_UNHEALTHY = 1,
+};
+
+enum mesh_network_mode {
+    MESH_NETWORK_STANDARD = 0,
+    MESH_NETWORK_HOST = 1,
+};
+
+enum mesh_lb_mode {
+    MESH_LB_UNSPECIFIED = 0,
+    MESH_LB_STRICT = 1,
+    MESH_LB_FAILOVER = 2,
+    MESH_LB_PASSTHROUGH = 3,
+};
+
+enum mesh_lb_health {
+    MESH_LB_ONLY_HEALTHY = 0,
+    MESH_LB_ALLOW_ALL = 1,
+};
+
+/* istio.workload.Port: service_port -> target_port (0 = unknown / named port). Host order. */
+struct mesh_port {
+    uint16_t service_port;
+    uint16_t target_port;
+};
+
+/* istio.workload.GatewayAddress: a waypoint or network gateway. */
+struct mesh_gateway {
+    bool set;
+    const char *hostname_namespace; /* NamespacedHostname form when hostname != NULL/"" */
+    const char *hostname;
+    struct mesh_addr address; /* NetworkAddress form (family 0 when unset) */
+    uint16_t hbone_mtls_port; /* host order; 0 means 15008 */
+};
+
+/* One entry of Workload.services: key "namespace/hostname" -> PortList. */
+struct mesh_workload_service {
+    const char *key;
+    const struct mesh_port *ports;
+    size_t n_ports;
+};
+
+/* istio.workload.Workload. As input to mesh_workloads_new every pointer is borrowed (copied); inside a snapshot
+ * every pointer is owned by the snapshot and never NULL (strings may be ""). */
+struct mesh_workload {
+    const char *uid;
+    const char *name;
+    const char *namespace;
+    const char *service_account; /* "" -> "default" */
+    const char *trust_domain;    /* "" -> "cluster.local" */
+    const char *network;
+    const char *node;
+    const char *canonical_name;
+    const char *canonical_revision;
+    const char *workload_name;
+    const char *cluster_id;
+    const struct mesh_addr *addresses;
+    size_t n_addresses;
+    enum mesh_tunnel_protocol protocol;
+    struct mesh_gateway waypoint;
+    const char *const *authorization_policies; /* "ns/name" */
+    size_t n_authorization_policies;
+    const struct mesh_workload_service *services;
+    size_t n_services;
+    enum mesh_workload_status status;
+    enum mesh_network_mode network_mode;
+    uint32_t capacity; /* LB weight; 0 -> 1 */
+    /* Filled by the snapshot (ignored on input). */
+    struct mesh_spiffe_id identity;
+};
+
+/* istio.workload.Service. Same ownership rules as struct mesh_workload. */
+struct mesh_service {
+    const char *name;
+    const char *namespace;
+    const char *hostname;
+    const struct mesh_addr *addresses; /* VIPs; empty for headless */
+    size_t n_addresses;
+    const struct mesh_port *ports;
+    size_t n_ports;
+    const char *const *subject_alt_names;
+    size_t n_subject_alt_names;
+    struct mesh_gateway waypoint;
+    enum mesh_lb_mode lb_mode;
+    enum mesh_lb_health lb_health;
+};
+
+/* One endpoint of a service: the workload and its PortList for that service (may be empty). */
+struct mesh_endpoint {
+    const struct mesh_workload *workload;
+    const struct mesh_port *ports;
+    size_t n_ports;
+};
+
+struct mesh_workloads;
+
+/*
+ * Build a snapshot.
+ * @env  allocator; borrowed, must outlive the snapshot
+ * @w, n_w / @s, n_s  descriptions, deep-copied (the caller keeps ownership of its arrays)
+ * @err  on failure a static reason ("duplicate workload uid", "address claimed by two workloads", ...)
+ * Returns a snapshot with one reference, or NULL (*err set; "out of memory" on allocation failure).
+ */
+struct mesh_workloads *mesh_workloads_new(const struct mesh_env *env, const struct mesh_workload *w, size_t n_w,
+                                          const struct mesh_service *s, size_t n_s, const char **err);
+
+/* Take / drop a reference (atomic). unref(NULL) is a no-op. */
+const struct mesh_workloads *mesh_workloads_ref(const struct mesh_workloads *ws);
+void mesh_workloads_unref(const struct mesh_workloads *ws);
+
+size_t mesh_workloads_count(const struct mesh_workloads *ws);
+const struct mesh_workload *mesh_workloads_at(const struct mesh_workloads *ws, size_t i);
+size_t mesh_workloads_service_count(const struct mesh_workloads *ws);
+const struct mesh_service *mesh_workloads_service_at(const struct mesh_workloads *ws, size_t i);
+
+/* The workload owning ip (port ignored), or NULL. */
+const struct mesh_workload *mesh_workloads_find_by_ip(const struct mesh_workloads *ws, const struct mesh_addr *ip);
+/* The workload with this uid, or NULL. */
+const struct mesh_workload *mesh_workloads_find_by_uid(const struct mesh_workloads *ws, const char *uid);
+/* The service owning the VIP (port ignored), or NULL. */
+const struct mesh_service *mesh_workloads_find_service_by_vip(const struct mesh_workloads *ws,
+                                                              const struct mesh_addr *vip);
+/* The service for VIP:port (port in network order, as in struct mesh_addr) and the matching port entry; NULL when the
+ * VIP is unknown or the service has no such port. */
+const struct mesh_service *mesh_workloads_find_service(const struct mesh_workloads *ws, const struct mesh_addr *vip_port,
+                                                       const struct mesh_port **port_out);
+/* The service with key "namespace/hostname", or NULL. */
+const struct mesh_service *mesh_workloads_find_service_by_key(const struct mesh_workloads *ws, const char *key);
+
+/* Endpoints of a service (every workload naming it, healthy or not). *out lives with the snapshot. */
+size_t mesh_workloads_endpoints(const struct mesh_workloads *ws, const struct mesh_service *svc,
+                                const struct mesh_endpoint **out);
+
+/*
+ * Pick an endpoint for svc on service_port (host order): among endpoints that are healthy (or all with
+ * MESH_LB_ALLOW_ALL), have an address of `family` (0: any), and have a known target port (the workload's PortList
+ * entry, else the service's target_port, else service_port itself when the service lists no ports), choose one at
+ * random weighted by capacity, using rnd (any 64-bit random value).
+ * Returns the endpoint and fills *target_port (host order) and *addr (the endpoint's first address of family, port =
+ * target port in network order), or NULL when none qualifies.
+ */
+const struct mesh_endpoint *mesh_workloads_pick_endpoint(const struct mesh_workloads *ws, const struct mesh_service *svc,
+                                                         uint16_t service_port, uint8_t family, uint64_t rnd,
+                                                         uint16_t *target_port, struct mesh_addr *addr);
+
+/* Address helpers. */
+bool mesh_addr_ip_eq(const struct mesh_addr *a, const struct mesh_addr *b); /* family + IP, port ignored */
+/* Format "a.b.c.d:port" / "[v6]:port" (with_port) or the bare IP into out. Returns the length or -ENOSPC. */
+int mesh_addr_format(const struct mesh_addr *a, bool with_port, char *out, size_t cap);
+/* Parse a bare IPv4/IPv6 literal (no port). Returns 0 or -EINVAL. out->port is 0. */
+int mesh_addr_parse_ip(const char *s, struct mesh_addr *out);
+
+const char *mesh_tunnel_protocol_str(enum mesh_tunnel_protocol p);
+
+#endif /* MESH_WORKLOAD_H */
