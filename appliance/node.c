@@ -22,6 +22,10 @@
 
 #include "appliance/forwarder.h"
 #include "appliance/log.h"
+#include "appliance/mesh_dpdk.h"
+#include "appliance/mesh_node.h"
+#include "appliance/config_mesh.h"
+#include "dpdk/classify.h"
 #include "appliance/node.h"
 #include "appliance/worker.h"
 #include "dpdk/port.h"
@@ -158,6 +162,34 @@ static void node_tcp_config(const struct app_tcp_config *in, struct dp_tcp_confi
     out->delack_ms = in->delayed_ack_ms;
 }
 
+/* The mesh: snapshot, policies and certificates, the capture view, and a proxy on every worker. */
+static int node_mesh_start(struct app_node *node, const struct app_config *cfg, char *err, size_t errlen)
+{
+    struct dp_stack *st = &node->stack;
+    uint32_t local[1024];
+    size_t n_local;
+
+    app_mesh_env_init(&node->mesh_env);
+    node->mesh = app_mesh_node_new(cfg, &node->mesh_env, err, errlen);
+    if (node->mesh == NULL)
+        return -EINVAL;
+    n_local = app_mesh_node_local_addresses(node->mesh, local, RTE_DIM(local));
+    node->mesh_view = dp_mesh_view_new(local, (int)n_local, cfg->mesh->hbone_port, (int)rte_socket_id());
+    if (node->mesh_view == NULL) {
+        snprintf(err, errlen, "cannot build the capture table of %zu addresses", n_local);
+        return -ENOMEM;
+    }
+    st->mesh = node->mesh_view;
+    for (int i = 0; i < st->n_lcores; i++) {
+        node->mesh_lcores[i] = app_mesh_lcore_new(&node->lcores[i], node->mesh, err, errlen);
+        if (node->mesh_lcores[i] == NULL)
+            return -EINVAL;
+    }
+    APP_LOG_INFO("node", "mesh on: %zu local workload addresses captured, HBONE on port %u", n_local,
+                 cfg->mesh->hbone_port);
+    return 0;
+}
+
 int app_node_start(struct app_node *node, const struct app_config *cfg, int argc, char **argv, char *err,
                    size_t errlen)
 {
@@ -258,6 +290,11 @@ int app_node_start(struct app_node *node, const struct app_config *cfg, int argc
         }
         worker++;
     }
+    if (cfg->mesh->present) {
+        rc = node_mesh_start(node, cfg, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
 
     node->start_ms = app_node_now_ms();
     for (worker = 0; worker < node->n_workers; worker++) {
@@ -308,6 +345,8 @@ void app_node_fini(struct app_node *node)
     }
     if (node->lcores != NULL) {
         for (int i = 0; i < node->stack.n_lcores; i++) {
+            app_mesh_lcore_free(node->mesh_lcores[i]);
+            node->mesh_lcores[i] = NULL;
             app_forwarder_free(node->forwarders[i]);
             node->forwarders[i] = NULL;
             dp_tcp_fini(&node->lcores[i]);
@@ -317,6 +356,11 @@ void app_node_fini(struct app_node *node)
         node->lcores = NULL;
         node->stack.n_lcores = 0;
     }
+    node->stack.mesh = NULL;
+    dp_mesh_view_free(node->mesh_view);
+    node->mesh_view = NULL;
+    app_mesh_node_free(node->mesh);
+    node->mesh = NULL;
     if (node->stack.lpm != NULL)
         dp_route_free(&node->stack);
     if (node->stack.pool != NULL) {

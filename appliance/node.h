@@ -16,8 +16,12 @@
 
 #include "appliance/config.h"
 #include "dpdk/dp.h"
+#include "mesh/env.h"
 
 struct app_forwarder;
+struct app_mesh_node;
+struct app_mesh_lcore;
+struct dp_mesh_view;
 
 struct app_node {
     const struct app_config *cfg;
@@ -25,6 +29,10 @@ struct app_node {
     unsigned n_workers;
     struct dp_lcore *lcores;        /* n_workers, cache aligned, lcores[i] belongs to worker i */
     struct app_forwarder *forwarders[DP_MAX_LCORES]; /* [i] belongs to worker i; NULL without forwarders */
+    struct app_mesh_node *mesh;                      /* the mesh side; NULL when the config has no mesh */
+    struct dp_mesh_view *mesh_view;                  /* what the stack captures (published as stack.mesh) */
+    struct app_mesh_lcore *mesh_lcores[DP_MAX_LCORES]; /* [i] belongs to worker i */
+    struct mesh_env mesh_env;                        /* the control thread's env for the mesh side */
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */

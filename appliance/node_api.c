@@ -15,6 +15,11 @@
 
 #include "appliance/forwarder.h"
 #include "appliance/log.h"
+#include "appliance/mesh_dpdk.h"
+#include "appliance/mesh_node.h"
+#include "mesh/metrics.h"
+#include "mesh/spiffe.h"
+#include "mesh/workload.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
 #include "dpdk/tcp.h"
@@ -186,6 +191,91 @@ static void api_stats(void *ctx, const struct mgmt_request *req, struct mgmt_res
     mgmt_response_json(resp, 200, root);
 }
 
+/* ---- the mesh: Istio metrics merged from every lcore, workloads and certificates ---- */
+
+struct api_merge {
+    const struct app_mesh_lcore *ml;
+    struct mesh_metrics *dst;
+    int rc;
+};
+
+static void api_merge_on_lcore(struct dp_lcore *lc, void *arg)
+{
+    struct api_merge *m = arg;
+    (void)lc;
+    m->rc = app_mesh_lcore_merge_metrics(m->ml, m->dst);
+}
+
+static void api_metrics_istio(struct app_api *api, struct mgmt_prom *prom)
+{
+    const struct app_node *node = api->node;
+    struct mesh_metrics *sum = mesh_metrics_new(&api->node->mesh_env);
+
+    if (sum == NULL)
+        return;
+    for (int i = 0; i < node->stack.n_lcores; i++) {
+        /* static: a timed-out call may still run later, after this function returned */
+        static struct api_merge merges[DP_MAX_LCORES];
+        if (node->mesh_lcores[i] == NULL)
+            continue;
+        merges[i] = (struct api_merge){.ml = node->mesh_lcores[i], .dst = sum};
+        if (dp_lcore_rpc_call(&node->lcores[i], api_merge_on_lcore, &merges[i], API_RPC_TIMEOUT_MS) < 0) {
+            APP_LOG_WARN("api", "lcore %u did not answer the metrics query; Istio metrics left out",
+                         node->lcores[i].lcore_id);
+            return; /* sum may still be written by the late call: leak it rather than free it under its feet */
+        }
+    }
+    app_mesh_metrics_render(prom, sum);
+    mesh_metrics_free(sum);
+}
+
+static json_t *api_mesh_json(const struct app_node *node)
+{
+    const struct mesh_workloads *ws = app_mesh_node_workloads(node->mesh);
+    json_t *wl = json_array(), *sv = json_array(), *certs = json_array();
+    struct app_mesh_authz_stats az;
+    char addr[64];
+
+    for (size_t i = 0; i < mesh_workloads_count(ws); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(ws, i);
+        json_t *addrs = json_array();
+        char id[512];
+        for (size_t a = 0; a < w->n_addresses; a++) {
+            mesh_addr_format(&w->addresses[a], false, addr, sizeof(addr));
+            json_array_append_new(addrs, json_string(addr));
+        }
+        mesh_spiffe_format(&w->identity, id, sizeof(id));
+        json_array_append_new(wl, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "uid", w->uid, "name",
+                                            w->name, "namespace", w->namespace, "serviceAccount", w->service_account,
+                                            "workloadIps", addrs, "node", w->node, "protocol",
+                                            mesh_tunnel_protocol_str(w->protocol), "identity", id));
+    }
+    for (size_t i = 0; i < mesh_workloads_service_count(ws); i++) {
+        const struct mesh_service *s = mesh_workloads_service_at(ws, i);
+        json_t *vips = json_array();
+        for (size_t a = 0; a < s->n_addresses; a++) {
+            mesh_addr_format(&s->addresses[a], false, addr, sizeof(addr));
+            json_array_append_new(vips, json_string(addr));
+        }
+        json_array_append_new(sv, json_pack("{s:s, s:s, s:s, s:o}", "name", s->name, "namespace", s->namespace,
+                                            "hostname", s->hostname, "vips", vips));
+    }
+    for (size_t i = 0; i < app_mesh_node_cert_count(node->mesh); i++) {
+        const struct mesh_cert_bundle *b = app_mesh_node_cert_at(node->mesh, i);
+        char id[512];
+        mesh_spiffe_format(mesh_identity_bundle_id(b), id, sizeof(id));
+        json_array_append_new(certs, json_pack("{s:s, s:s, s:s, s:I, s:I}", "identity", id, "state", "Available",
+                                               "serialNumber", mesh_identity_bundle_serial(b), "validFrom",
+                                               (json_int_t)mesh_identity_bundle_not_before(b), "expirationTime",
+                                               (json_int_t)mesh_identity_bundle_not_after(b)));
+    }
+    app_mesh_node_authz_stats(node->mesh, &az);
+    return json_pack("{s:o, s:o, s:o, s:I, s:{s:I, s:I, s:I}}", "workloads", wl, "services", sv, "certificates", certs,
+                     "policies", (json_int_t)mesh_authz_set_count(app_mesh_node_authz(node->mesh)), "authz",
+                     "allowed", (json_int_t)az.allowed, "denied", (json_int_t)az.denied, "dry_run_denied",
+                     (json_int_t)az.dry_run_denied);
+}
+
 /* ---- GET /config_dump ---- */
 
 struct api_arp_snapshot {
@@ -297,6 +387,8 @@ static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mg
     root = json_pack("{s:{s:s, s:s}, s:o, s:o, s:o, s:o}", "node", "name", node->cfg->node_name, "version", ZW_VERSION,
                      "config", api_config_json(node->cfg), "ports", ports, "routes", routes, "arp",
                      api_arp_table(api));
+    if (node->mesh != NULL)
+        json_object_update_new(root, api_mesh_json(node));
     mgmt_response_json(resp, 200, root);
 }
 
@@ -373,6 +465,8 @@ static void api_metrics(void *ctx, const struct mgmt_request *req, struct mgmt_r
         mgmt_prom_sample_u64(prom, l, 1, api_load(&node->lcores[i].stats.idle_sleeps));
     }
 
+    if (node->mesh != NULL)
+        api_metrics_istio(api, prom);
     if (mgmt_prom_finish(prom) < 0) {
         mgmt_response_text(resp, 500, "metrics: out of memory\n");
     } else {

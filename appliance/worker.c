@@ -14,6 +14,7 @@
 #include "appliance/node.h"
 #include "appliance/worker.h"
 #include "dpdk/tcp.h"
+#include "appliance/mesh_dpdk.h"
 
 #define WORKER_MAX_BURST 256
 
@@ -36,6 +37,7 @@ int app_worker_main(void *arg)
     const struct timespec pause = {0, (long)dpc->backoff.sleep_us * 1000L};
     uint16_t burst = (uint16_t)(dpc->rx_burst > WORKER_MAX_BURST ? WORKER_MAX_BURST : dpc->rx_burst);
     uint32_t empty = 0;
+    struct app_mesh_lcore *ml = node->mesh_lcores[lc->worker];
 
     while (!__atomic_load_n(&node->stop, __ATOMIC_RELAXED)) {
         unsigned got = 0;
@@ -55,6 +57,8 @@ int app_worker_main(void *arg)
         dp_lcore_rpc_poll(lc);
         dp_lcore_timers(lc);
         dp_tcp_timers(lc);
+        if (ml != NULL)
+            app_mesh_lcore_poll(ml);
         dp_tcp_run_deferred(lc);
         dp_tx_flush(lc);
         lc->stats.polls++;

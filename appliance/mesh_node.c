@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The mesh side of a node (see mesh_node.h): snapshot, policies, local CA and certificates, and the proxy hooks.
+ * Everything here is built once on the control thread; the hooks only read, so every lcore may call them.
+ */
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "appliance/config_authz.h"
+#include "appliance/config_mesh.h"
+#include "appliance/log.h"
+#include "appliance/mesh_node.h"
+#include "mesh/metrics.h"
+#include "mgmt/prom.h"
+
+#define MESH_NODE_MAX_CERTS 256
+
+struct app_mesh_node {
+    const struct mesh_env *env;
+    const struct app_config *cfg;
+    struct mesh_workloads *workloads;
+    struct mesh_authz_set *authz;
+    struct mesh_local_ca *ca;
+    size_t n_certs;
+    struct mesh_cert_bundle *certs[MESH_NODE_MAX_CERTS];
+    uint64_t allowed, denied, dry_run_denied; /* relaxed atomics: any lcore counts */
+};
+
+/* ---- the backends' env ---- */
+
+static uint64_t env_now_ns(void *u)
+{
+    struct timespec ts;
+    (void)u;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int env_random(void *u, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    (void)u;
+    while (len > 0) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void *env_alloc(void *u, size_t n)
+{
+    (void)u;
+    return malloc(n);
+}
+
+static void *env_realloc(void *u, void *p, size_t n)
+{
+    (void)u;
+    return realloc(p, n);
+}
+
+static void env_free(void *u, void *p)
+{
+    (void)u;
+    free(p);
+}
+
+static void env_log(void *u, enum mesh_log_level level, const char *module, const char *msg)
+{
+    (void)u;
+    app_log(level <= MESH_LOG_ERR ? APP_LOG_ERROR : level <= MESH_LOG_WARNING ? APP_LOG_WARN
+                                                  : level <= MESH_LOG_INFO    ? APP_LOG_INFO
+                                                                               : APP_LOG_DEBUG,
+            module, "%s", msg);
+}
+
+void app_mesh_env_init(struct mesh_env *env)
+{
+    *env = (struct mesh_env){
+        .now_ns = env_now_ns,
+        .random = env_random,
+        .alloc = env_alloc,
+        .realloc = env_realloc,
+        .free = env_free,
+        .log = env_log,
+        .log_level = MESH_LOG_INFO,
+    };
+}
+
+/* ---- build ---- */
+
+static int mesh_node_issue(struct app_mesh_node *n, const struct mesh_workload *w, char *err, size_t errlen)
+{
+    const struct app_mesh_config *m = n->cfg->mesh;
+    struct mesh_cert_bundle *b;
+    int rc = 0;
+
+    for (size_t i = 0; i < n->n_certs; i++)
+        if (mesh_spiffe_eq(mesh_identity_bundle_id(n->certs[i]), &w->identity))
+            return 0; /* one certificate per identity, shared by its workloads */
+    if (n->n_certs == MESH_NODE_MAX_CERTS) {
+        snprintf(err, errlen, "more than %d local identities", MESH_NODE_MAX_CERTS);
+        return -ENOSPC;
+    }
+    b = mesh_local_ca_issue(n->ca, &w->identity, mesh_env_now(n->env), (uint64_t)m->cert_lifetime_s * 1000000000ull,
+                            &rc);
+    if (b == NULL) {
+        snprintf(err, errlen, "cannot issue a certificate for workload %s/%s (%s)", w->namespace, w->name,
+                 strerror(-rc));
+        return rc;
+    }
+    n->certs[n->n_certs++] = b;
+    return 0;
+}
+
+static char *mesh_node_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long sz;
+
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)sz + 1)) != NULL) {
+        *len = fread(buf, 1, (size_t)sz, f);
+        buf[*len] = '\0';
+    }
+    fclose(f);
+    return buf;
+}
+
+static struct mesh_local_ca *mesh_node_open_ca(struct app_mesh_node *n, char *err, size_t errlen)
+{
+    const struct app_mesh_config *m = n->cfg->mesh;
+    struct mesh_local_ca *ca;
+    size_t cl = 0, kl = 0;
+    char *cert, *key;
+    int rc = 0;
+
+    if (m->ca_cert_path == NULL) {
+        ca = mesh_local_ca_generate(n->env, m->trust_domain, mesh_env_now(n->env), 0, &rc);
+        if (ca == NULL)
+            snprintf(err, errlen, "cannot generate the local CA (%s)", strerror(-rc));
+        return ca;
+    }
+    cert = mesh_node_read_file(m->ca_cert_path, &cl);
+    key = mesh_node_read_file(m->ca_key_path, &kl);
+    if (cert == NULL || key == NULL) {
+        snprintf(err, errlen, "cannot read %s", cert == NULL ? m->ca_cert_path : m->ca_key_path);
+        free(cert);
+        free(key);
+        return NULL;
+    }
+    ca = mesh_local_ca_from_pem(n->env, cert, cl, key, kl, NULL, 0, &rc);
+    if (ca == NULL)
+        snprintf(err, errlen, "%s / %s: not a usable CA certificate and key (%s)", m->ca_cert_path, m->ca_key_path,
+                 strerror(-rc));
+    free(cert);
+    free(key);
+    return ca;
+}
+
+struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const struct mesh_env *env, char *err,
+                                        size_t errlen)
+{
+    const struct app_mesh_config *m = cfg->mesh;
+    struct app_mesh_node *n = calloc(1, sizeof(*n));
+    const char *werr = NULL;
+    int rc = 0;
+
+    if (n == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    n->env = env;
+    n->cfg = cfg;
+    n->workloads = mesh_workloads_new(env, m->workloads, m->n_workloads, m->services, m->n_services, &werr);
+    if (n->workloads == NULL) {
+        snprintf(err, errlen, "workloads: %s", werr ? werr : "invalid");
+        goto fail;
+    }
+    n->authz = mesh_authz_set_new(env, cfg->authz->policies, cfg->authz->n_policies, &rc);
+    if (n->authz == NULL) {
+        snprintf(err, errlen, "policies: cannot compile (%s)", strerror(-rc));
+        goto fail;
+    }
+    n->ca = mesh_node_open_ca(n, err, errlen);
+    if (n->ca == NULL)
+        goto fail;
+    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
+        if (strcmp(w->node, cfg->node_name) == 0 && mesh_node_issue(n, w, err, errlen) < 0)
+            goto fail;
+    }
+    APP_LOG_INFO("mesh", "%zu workloads, %zu services, %zu policies, %zu local identities with certificates",
+                 mesh_workloads_count(n->workloads), mesh_workloads_service_count(n->workloads),
+                 mesh_authz_set_count(n->authz), n->n_certs);
+    return n;
+fail:
+    app_mesh_node_free(n);
+    return NULL;
+}
+
+void app_mesh_node_free(struct app_mesh_node *n)
+{
+    if (n == NULL)
+        return;
+    for (size_t i = 0; i < n->n_certs; i++)
+        mesh_identity_bundle_unref(n->certs[i]);
+    mesh_local_ca_free(n->ca);
+    mesh_authz_set_free(n->authz);
+    mesh_workloads_unref(n->workloads);
+    free(n);
+}
+
+const struct mesh_workloads *app_mesh_node_workloads(const struct app_mesh_node *n)
+{
+    return n->workloads;
+}
+
+const struct mesh_authz_set *app_mesh_node_authz(const struct app_mesh_node *n)
+{
+    return n->authz;
+}
+
+void app_mesh_node_proxy_config(struct app_mesh_node *n, struct mesh_proxy_config *pc)
+{
+    const struct app_mesh_config *m = n->cfg->mesh;
+
+    pc->node_name = n->cfg->node_name;
+    pc->workloads = n->workloads;
+    pc->mtls_mode = m->mtls_mode == APP_MTLS_STRICT ? MESH_MTLS_STRICT : MESH_MTLS_PERMISSIVE;
+    pc->get_bundle = app_mesh_node_get_bundle;
+    pc->get_bundle_u = n;
+    pc->authz = app_mesh_node_authorize;
+    pc->authz_u = n;
+    pc->access_log = app_mesh_node_access_log;
+    pc->access_log_u = n;
+    pc->hbone_port = m->hbone_port;
+}
+
+size_t app_mesh_node_local_addresses(const struct app_mesh_node *n, uint32_t *out, size_t max)
+{
+    return app_mesh_local_addresses(n->cfg->mesh, n->cfg->node_name, out, max);
+}
+
+/* ---- hooks ---- */
+
+const struct mesh_cert_bundle *app_mesh_node_get_bundle(void *u, const struct mesh_spiffe_id *id)
+{
+    struct app_mesh_node *n = u;
+
+    for (size_t i = 0; i < n->n_certs; i++)
+        if (mesh_spiffe_eq(mesh_identity_bundle_id(n->certs[i]), id))
+            return mesh_identity_bundle_ref(n->certs[i]);
+    return NULL;
+}
+
+static void mesh_node_count(uint64_t *c)
+{
+    __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+enum mesh_proxy_verdict app_mesh_node_authorize(void *u, const struct mesh_proxy_conn_info *info)
+{
+    struct app_mesh_node *n = u;
+    const struct mesh_workload *dst = info->dst_workload;
+    struct mesh_authz_conn conn = {
+        .peer = info->src_identity,
+        .src = info->src,
+        .dst = info->dst,
+        .dst_namespace = dst != NULL ? dst->namespace : NULL,
+        .policy_keys = dst != NULL ? dst->authorization_policies : NULL,
+        .n_policy_keys = dst != NULL ? dst->n_authorization_policies : 0,
+    };
+    struct mesh_authz_result r;
+    enum mesh_authz_decision d = mesh_authz_eval(n->authz, &conn, &r);
+
+    if (r.dry_run_denied) {
+        char src[64];
+        mesh_addr_format(&info->src, true, src, sizeof(src));
+        mesh_node_count(&n->dry_run_denied);
+        APP_LOG_INFO("authz", "dry-run: would deny %s to %s/%s (policy %s)", src, dst ? dst->namespace : "",
+                     dst ? dst->name : "",
+                     r.dry_run_policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)r.dry_run_policy)
+                                           : "allow policies, none matched");
+    }
+    if (d == MESH_AUTHZ_DENY) {
+        mesh_node_count(&n->denied);
+        APP_LOG_DEBUG("authz", "deny: %s%s%s", mesh_authz_reason_str(r.reason), r.policy >= 0 ? ": " : "",
+                      r.policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)r.policy) : "");
+        return MESH_PROXY_DENY;
+    }
+    mesh_node_count(&n->allowed);
+    return MESH_PROXY_ALLOW;
+}
+
+void app_mesh_node_access_log(void *u, const struct mesh_proxy_access_record *rec)
+{
+    char src[64], dst[64];
+    (void)u;
+
+    mesh_addr_format(&rec->src, true, src, sizeof(src));
+    mesh_addr_format(&rec->dst, true, dst, sizeof(dst));
+    APP_LOG_INFO("access",
+                 "%s src.addr=%s src.workload=%s src.namespace=%s src.identity=%s dst.addr=%s dst.service=%s "
+                 "dst.workload=%s dst.namespace=%s dst.identity=%s bytes_sent=%llu bytes_recv=%llu duration_ms=%llu "
+                 "hbone_status=%d reason=%s",
+                 rec->direction_str, src, rec->src_workload, rec->src_namespace, rec->src_identity, dst,
+                 rec->dst_service, rec->dst_workload, rec->dst_namespace, rec->dst_identity,
+                 (unsigned long long)rec->bytes_sent, (unsigned long long)rec->bytes_recv,
+                 (unsigned long long)(rec->duration_ns / 1000000), rec->hbone_status,
+                 rec->reason_str[0] ? rec->reason_str : "-");
+}
+
+size_t app_mesh_node_cert_count(const struct app_mesh_node *n)
+{
+    return n->n_certs;
+}
+
+const struct mesh_cert_bundle *app_mesh_node_cert_at(const struct app_mesh_node *n, size_t i)
+{
+    return i < n->n_certs ? n->certs[i] : NULL;
+}
+
+void app_mesh_node_authz_stats(const struct app_mesh_node *n, struct app_mesh_authz_stats *out)
+{
+    out->allowed = __atomic_load_n(&n->allowed, __ATOMIC_RELAXED);
+    out->denied = __atomic_load_n(&n->denied, __ATOMIC_RELAXED);
+    out->dry_run_denied = __atomic_load_n(&n->dry_run_denied, __ATOMIC_RELAXED);
+}
+
+void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *m)
+{
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } fams[] = {
+        {MESH_METRICS_TCP_OPENED, "The total number of TCP connections opened",
+         offsetof(struct mesh_metrics_series, opened)},
+        {MESH_METRICS_TCP_CLOSED, "The total number of TCP connections closed",
+         offsetof(struct mesh_metrics_series, closed)},
+        {MESH_METRICS_TCP_SENT, "The size of total bytes sent during response in case of a TCP connection",
+         offsetof(struct mesh_metrics_series, sent_bytes)},
+        {MESH_METRICS_TCP_RECEIVED, "The size of total bytes received during request in case of a TCP connection",
+         offsetof(struct mesh_metrics_series, received_bytes)},
+        {MESH_METRICS_TCP_FAILED, "The total number of TCP connections failed",
+         offsetof(struct mesh_metrics_series, failed)},
+    };
+    size_t count = m != NULL ? mesh_metrics_count(m) : 0;
+
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        mgmt_prom_family(prom, fams[f].name, MGMT_PROM_COUNTER, fams[f].help);
+        for (size_t i = 0; i < count; i++) {
+            const struct mesh_metrics_series *s = mesh_metrics_at(m, i);
+            struct mgmt_prom_label l[MESH_METRICS_LABEL_COUNT];
+            uint64_t v;
+            for (int k = 0; k < MESH_METRICS_LABEL_COUNT; k++) {
+                l[k].name = mesh_metrics_label_names[k];
+                l[k].value = s->labels[k];
+            }
+            memcpy(&v, (const char *)s + fams[f].offset, sizeof(v));
+            mgmt_prom_sample_u64(prom, l, MESH_METRICS_LABEL_COUNT, v);
+        }
+    }
+}

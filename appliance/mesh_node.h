@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The mesh side of a node, whatever its backend: the workload snapshot and the compiled policy set built from the
+ * config file, the local CA and the certificates of the node's workloads, and the hooks every mesh_proxy of the node
+ * shares (certificate lookup, authorization, access log).
+ *
+ * Ownership and threading: built by the control thread before any worker runs, then immutable. The hooks only read
+ * it (and take atomic references on certificate bundles and snapshots), so the proxies of all lcores call them
+ * concurrently without locks. Certificates are issued for each local workload identity at build time with the
+ * configured lifetime; rotation replaces the whole struct (a later snapshot), never a field.
+ */
+#ifndef ZW_APP_MESH_NODE_H
+#define ZW_APP_MESH_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appliance/config.h"
+#include "mesh/authz.h"
+#include "mesh/env.h"
+#include "mesh/identity.h"
+#include "mesh/proxy.h"
+#include "mesh/workload.h"
+
+struct app_mesh_node;
+
+/*
+ * Build from cfg (mesh, workloads, services, policies). env must be usable from any thread (libc allocator,
+ * CLOCK_REALTIME) and outlive the result. Returns NULL with a message in err.
+ */
+struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const struct mesh_env *env, char *err,
+                                        size_t errlen);
+void app_mesh_node_free(struct app_mesh_node *n);
+
+/* The snapshot (borrowed: the proxies take their own references). */
+const struct mesh_workloads *app_mesh_node_workloads(const struct app_mesh_node *n);
+/* The compiled policies (borrowed). */
+const struct mesh_authz_set *app_mesh_node_authz(const struct app_mesh_node *n);
+
+/* Fill the fields of a proxy config that every proxy of the node shares (workloads, hooks, mTLS mode, port). */
+void app_mesh_node_proxy_config(struct app_mesh_node *n, struct mesh_proxy_config *pc);
+
+/* Addresses (host order) of this node's workloads: what the data path captures. Returns the count (<= max). */
+size_t app_mesh_node_local_addresses(const struct app_mesh_node *n, uint32_t *out, size_t max);
+
+/* The hooks (u = the struct app_mesh_node). */
+const struct mesh_cert_bundle *app_mesh_node_get_bundle(void *u, const struct mesh_spiffe_id *id);
+enum mesh_proxy_verdict app_mesh_node_authorize(void *u, const struct mesh_proxy_conn_info *info);
+void app_mesh_node_access_log(void *u, const struct mesh_proxy_access_record *rec);
+
+/* For /config_dump: the certificates, as ztunnel shows them (identity, state, serial, expiry). */
+size_t app_mesh_node_cert_count(const struct app_mesh_node *n);
+const struct mesh_cert_bundle *app_mesh_node_cert_at(const struct app_mesh_node *n, size_t i);
+
+/* Decisions taken, for /stats: allowed, denied, dry-run denials logged. */
+struct app_mesh_authz_stats {
+    uint64_t allowed;
+    uint64_t denied;
+    uint64_t dry_run_denied;
+};
+void app_mesh_node_authz_stats(const struct app_mesh_node *n, struct app_mesh_authz_stats *out);
+
+struct mgmt_prom;
+struct mesh_metrics;
+/* Render the Istio TCP metric families of m (facts §5) into prom. */
+void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *m);
+
+/* A mesh_env for the backends: libc allocator, CLOCK_REALTIME, getrandom, the appliance log. */
+void app_mesh_env_init(struct mesh_env *env);
+
+#endif
