@@ -17,6 +17,7 @@
  */
 #include "appliance/config.h"
 #include "appliance/config_parse.h"
+#include "appliance/config_xds.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -900,7 +901,7 @@ static struct app_config *config_new_defaults(struct app_cfg_ctx *ctx, const cha
 
 /* Sections parsed in their own files. */
 static const struct app_cfg_section *const config_sections[] = {&app_cfg_section_tcp, &app_cfg_section_mesh,
-                                                                &app_cfg_section_authz};
+                                                                &app_cfg_section_authz, &app_cfg_section_xds};
 
 #define CONFIG_MAX_TOP_KEYS 32
 

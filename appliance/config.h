@@ -111,6 +111,7 @@ struct app_forwarder_config {
 
 struct app_mesh_config;      /* appliance/config_mesh.h: identity, workloads, services */
 struct app_authz_config;     /* appliance/config_authz.h: policies */
+struct app_xds_section;      /* appliance/config_xds.c: xds and local_ca */
 
 struct app_config {
     char *path;              /* the file it came from */
@@ -128,6 +129,7 @@ struct app_config {
     struct app_forwarder_config forwarders[APP_CONFIG_MAX_FORWARDERS];
     struct app_mesh_config *mesh;   /* always set after a successful load */
     struct app_authz_config *authz; /* always set after a successful load */
+    struct app_xds_section *xds_section; /* read with app_cfg_xds() / app_cfg_local_ca() */
 };
 
 /*
