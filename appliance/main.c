@@ -4,6 +4,7 @@
  * loop on the main lcore -> teardown in reverse. The only place that may exit, and only before the loop starts.
  *
  *   zwire --config FILE [-- EAL args]    run a node
+ *   zwire --config FILE --backend kernel|kernel-passthrough   run a node on Linux sockets (no EAL)
  *   zwire --check-config FILE            validate FILE: exit 0, or 2 printing "FILE:LINE: ..." per error
  *   zwire --version
  */
@@ -18,9 +19,12 @@
 #include <unistd.h>
 
 #include "appliance/config.h"
+#include "appliance/kernel_node.h"
 #include "appliance/log.h"
+#ifdef ZW_HAVE_DPDK
 #include "appliance/node.h"
 #include "appliance/node_api.h"
+#endif
 #include "mgmt/routes.h"
 #include "mgmt/server.h"
 
@@ -37,6 +41,7 @@ static void main_on_signal(int sig)
 static void main_usage(FILE *out)
 {
     fprintf(out, "usage: zwire --config FILE [-- EAL-ARGS...]\n"
+                 "       zwire --config FILE --backend kernel|kernel-passthrough|dpdk\n"
                  "       zwire --check-config FILE\n"
                  "       zwire --version\n"
                  "Runs a zwire mesh node. See examples/zwire.cfg for the configuration file.\n");
@@ -75,6 +80,22 @@ static void main_install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The kernel path: no EAL; the node runs on this thread until a signal or /quitquitquit. */
+static int main_run_kernel(const char *path, enum app_knode_mode mode)
+{
+    struct app_config *cfg = main_load_config(path);
+    int rc;
+
+    if (cfg == NULL)
+        return 2;
+    app_log_set_level(cfg->log_level);
+    main_install_signals();
+    rc = app_knode_run(cfg, mode, &main_signalled);
+    app_config_free(cfg);
+    return rc;
+}
+
+#ifdef ZW_HAVE_DPDK
 /* The control loop: serve the management socket until a signal or /quitquitquit, then let replies drain. */
 static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
 {
@@ -151,17 +172,24 @@ out:
     app_config_free(cfg);
     return rc;
 }
+#endif /* ZW_HAVE_DPDK */
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", required_argument, NULL, 'k'},
+        {"backend", required_argument, NULL, 'b'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
+#ifdef ZW_HAVE_DPDK
+    const char *backend = "dpdk";
+#else
+    const char *backend = "kernel";
+#endif
     int opt;
 
     while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -171,6 +199,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             return main_check_config(optarg);
+        case 'b':
+            backend = optarg;
+            break;
         case 'V':
             printf("zwire %s\n", ZW_VERSION);
             return 0;
@@ -186,6 +217,19 @@ int main(int argc, char **argv)
         main_usage(stderr);
         return 2;
     }
+    if (strcmp(backend, "kernel") == 0)
+        return main_run_kernel(config, APP_KNODE_MESH);
+    if (strcmp(backend, "kernel-passthrough") == 0)
+        return main_run_kernel(config, APP_KNODE_PASSTHROUGH);
+    if (strcmp(backend, "dpdk") != 0) {
+        fprintf(stderr, "zwire: unknown backend \"%s\" (kernel, kernel-passthrough or dpdk)\n", backend);
+        return 2;
+    }
+#ifdef ZW_HAVE_DPDK
     /* getopt stops at "--": what follows goes to EAL as given */
     return main_run(config, argc - optind, argv + optind);
+#else
+    fprintf(stderr, "zwire: built without DPDK; use --backend kernel\n");
+    return 2;
+#endif
 }
