@@ -893,7 +893,8 @@ int app_knode_run(const struct app_config *cfg, enum app_knode_mode mode,
     n->rules_installed = true;
 
     routes = mgmt_routes_new(&merr);
-    if (routes == NULL || knode_api_register(n, routes) < 0) {
+    if (routes == NULL || knode_api_register(n, routes) < 0 ||
+        (n->mesh != NULL && app_mesh_node_register_routes(n->mesh, routes) < 0)) {
         APP_LOG_ERR("kernel", "cannot set up the management routes: %s", merr ? merr : "out of memory");
         goto out;
     }

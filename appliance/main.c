@@ -21,6 +21,7 @@
 #include "appliance/config.h"
 #include "appliance/kernel_node.h"
 #include "appliance/log.h"
+#include "appliance/mesh_node.h"
 #ifdef ZW_HAVE_DPDK
 #include "appliance/node.h"
 #include "appliance/node_api.h"
@@ -151,6 +152,10 @@ static int main_run(const char *path, int n_cli, char **cli)
     }
     if (app_node_start(&node, cfg, eal_argc, eal_argv, err, sizeof(err)) < 0) {
         APP_LOG_ERR("main", "%s", err);
+        goto out;
+    }
+    if (node.mesh != NULL && app_mesh_node_register_routes(node.mesh, routes) < 0) {
+        APP_LOG_ERR("main", "cannot set up the mesh management routes");
         goto out;
     }
     __atomic_store_n(&api.ready, 1, __ATOMIC_RELEASE);

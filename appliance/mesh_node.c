@@ -18,6 +18,9 @@
 #include "appliance/mesh_node.h"
 #include "mesh/metrics.h"
 #include "mgmt/prom.h"
+#include "mgmt/routes.h"
+
+#include <jansson.h>
 
 #define MESH_NODE_MAX_CERTS 256
 
@@ -376,4 +379,71 @@ void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *
             mgmt_prom_sample_u64(prom, l, MESH_METRICS_LABEL_COUNT, v);
         }
     }
+}
+
+/* ---- GET /authz/check ---- */
+
+static void mesh_node_api_authz_check(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct app_mesh_node *n = ctx;
+    const char *sid = mgmt_request_query_get(req, "src_identity"), *src = mgmt_request_query_get(req, "src");
+    const char *dst = mgmt_request_query_get(req, "dst"), *port = mgmt_request_query_get(req, "port");
+    struct mesh_spiffe_id peer;
+    struct mesh_authz_conn conn = {0};
+    struct mesh_authz_trace trace;
+    const struct mesh_workload *w;
+    char *text;
+    size_t need;
+    long p;
+
+    if (dst == NULL || port == NULL || (p = strtol(port, NULL, 10)) < 1 || p > 65535) {
+        mgmt_response_text(resp, 400, "usage: GET /authz/check?src_identity=spiffe://TD/ns/NS/sa/SA&src=IP&dst=IP&port=N"
+                                      " (src_identity and src optional)\n");
+        return;
+    }
+    if (sid != NULL && sid[0] != '\0') {
+        if (mesh_spiffe_parse(sid, strlen(sid), &peer) < 0) {
+            mgmt_response_text(resp, 400, "src_identity \"%s\" is not spiffe://TD/ns/NS/sa/SA\n", sid);
+            return;
+        }
+        conn.peer = &peer;
+    }
+    if (mesh_addr_parse_ip(dst, &conn.dst) < 0 || (src != NULL && mesh_addr_parse_ip(src, &conn.src) < 0)) {
+        mgmt_response_text(resp, 400, "src and dst must be IP addresses\n");
+        return;
+    }
+    conn.dst.port = htons((uint16_t)p);
+    w = mesh_workloads_find_by_ip(n->workloads, &conn.dst);
+    if (w != NULL) {
+        conn.dst_namespace = w->namespace;
+        conn.policy_keys = w->authorization_policies;
+        conn.n_policy_keys = w->n_authorization_policies;
+    }
+    if (mesh_authz_explain(n->authz, &conn, n->env, &trace) < 0) {
+        mesh_authz_trace_fini(&trace);
+        mgmt_response_text(resp, 500, "out of memory\n");
+        return;
+    }
+    need = mesh_authz_trace_format(n->authz, &trace, NULL, 0);
+    text = malloc(need + 1);
+    if (text != NULL)
+        mesh_authz_trace_format(n->authz, &trace, text, need + 1);
+    mgmt_response_json(
+        resp, 200,
+        json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:b, s:s}", "decision", mesh_authz_decision_str(trace.result.decision),
+                  "reason", mesh_authz_reason_str(trace.result.reason), "policy",
+                  trace.result.policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)trace.result.policy) : NULL,
+                  "destination_workload", w != NULL ? w->name : "(not a workload of the mesh)", "dry_run_policy",
+                  trace.result.dry_run_policy >= 0
+                      ? mesh_authz_set_policy_key(n->authz, (size_t)trace.result.dry_run_policy)
+                      : NULL,
+                  "dry_run_denied", trace.result.dry_run_denied, "trace", text != NULL ? text : ""));
+    free(text);
+    mesh_authz_trace_fini(&trace);
+}
+
+int app_mesh_node_register_routes(struct app_mesh_node *n, struct mgmt_routes *routes)
+{
+    return mgmt_routes_add(routes, "GET", "/authz/check", mesh_node_api_authz_check, n,
+                           "explain an authorization decision: ?src_identity=&src=&dst=&port=", 0);
 }

@@ -66,6 +66,8 @@ static void usage(FILE *out)
             "  status            readiness and a summary (node, uptime, ports, workers)\n"
             "  stats             port, lcore and counter tables (--all: zero counters and per-lcore counters too)\n"
             "  tcp               TCP connections by state, per-lcore usage, tcp_* counters (retransmits, drops)\n"
+            "  authz check [--src-identity spiffe://...] [--src IP] --dst IP:PORT\n"
+            "                    explain the node's authorization decision: which policy matched and why\n"
             "  config            ports, routes and the ARP table from /config_dump\n"
             "  metrics           Prometheus metrics, as served\n"
             "  log-level [LEVEL] show, or set, the log level (e.g. debug, or mod:lvl,mod2:lvl)\n"
@@ -516,6 +518,52 @@ static int cmd_tcp(const struct ctl_opts *o)
     return CTL_EXIT_OK;
 }
 
+static int usage_error(const char *fmt, const char *arg);
+
+/* zwirectl authz check [--src-identity ID] [--src IP] --dst IP:PORT: explain a decision of the node's policies. */
+static int cmd_authz_check(const struct ctl_opts *o, int nargs, char **args)
+{
+    const char *sid = NULL, *src = NULL, *dst = NULL;
+    char target[1024], host[64];
+    const char *colon;
+    json_t *j;
+    int rc;
+
+    for (int i = 0; i + 1 < nargs; i += 2) {
+        if (strcmp(args[i], "--src-identity") == 0)
+            sid = args[i + 1];
+        else if (strcmp(args[i], "--src") == 0)
+            src = args[i + 1];
+        else if (strcmp(args[i], "--dst") == 0)
+            dst = args[i + 1];
+        else
+            return usage_error("authz check: unknown option %s", args[i]);
+    }
+    if (nargs % 2 != 0 || dst == NULL || (colon = strrchr(dst, ':')) == NULL ||
+        (size_t)(colon - dst) >= sizeof(host))
+        return usage_error("authz check needs --dst IP:PORT%s", "");
+    memcpy(host, dst, (size_t)(colon - dst));
+    host[colon - dst] = '\0';
+    snprintf(target, sizeof(target), "/authz/check?dst=%s&port=%s%s%s%s%s", host, colon + 1, src ? "&src=" : "",
+             src ? src : "", sid ? "&src_identity=" : "", sid ? sid : "");
+    rc = ctl_get_json(o, target, &j);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (o->json) {
+        print_json(j);
+    } else {
+        const char *policy = json_string_value(json_object_get(j, "policy"));
+        printf("%s: %s%s%s\n", json_string_value(json_object_get(j, "decision")),
+               json_string_value(json_object_get(j, "reason")), policy ? " — policy " : "", policy ? policy : "");
+        printf("destination workload: %s\n", json_string_value(json_object_get(j, "destination_workload")));
+        if (json_is_true(json_object_get(j, "dry_run_denied")))
+            printf("dry-run: a dry-run policy would deny this\n");
+        printf("\n%s", json_string_value(json_object_get(j, "trace")));
+    }
+    json_decref(j);
+    return CTL_EXIT_OK;
+}
+
 static const struct mgmt_ctl_column port_cfg_cols[] = {
     {"name", NULL}, {"role", NULL}, {"port_id", "id"}, {"mac", NULL},
     {"address", NULL}, {"mtu", NULL}, {"devargs", NULL},
@@ -724,6 +772,8 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_status(opts);
     if (strcmp(cmd, "stats") == 0 && nargs == 0)
         return cmd_stats(opts);
+    if (strcmp(cmd, "authz") == 0 && nargs >= 1 && strcmp(args[0], "check") == 0)
+        return cmd_authz_check(opts, nargs - 1, args + 1);
     if (strcmp(cmd, "tcp") == 0 && nargs == 0)
         return cmd_tcp(opts);
     if (strcmp(cmd, "config") == 0 && nargs == 0)
@@ -736,7 +786,7 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_raw(opts, "POST", "/quitquitquit");
     if (strcmp(cmd, "get") == 0 && nargs == 1)
         return cmd_get(opts, args[0]);
-    if (key_is(cmd, (const char *const[]){"status", "stats", "tcp", "config", "metrics", "log-level", "quit", "get", NULL}))
+    if (key_is(cmd, (const char *const[]){"status", "stats", "tcp", "authz", "config", "metrics", "log-level", "quit", "get", NULL}))
         return usage_error("wrong number of arguments for %s", cmd);
     return usage_error("unknown command %s", cmd);
 }
@@ -771,6 +821,10 @@ int main(int argc, char **argv)
             o.json = true;
         } else if (strcmp(a, "--all") == 0 || strcmp(a, "-a") == 0) {
             o.all = true;
+        } else if (npos >= 2 && strcmp(pos[0], "authz") == 0 && i + 1 < argc &&
+                   (strcmp(a, "--src-identity") == 0 || strcmp(a, "--src") == 0 || strcmp(a, "--dst") == 0)) {
+            pos[npos++] = argv[i]; /* the options of "authz check" are its arguments */
+            pos[npos++] = argv[++i];
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             free(pos);
             usage(stdout);
