@@ -85,8 +85,8 @@ enum app_tcp_cc { APP_TCP_CC_CUBIC, APP_TCP_CC_NEWRENO };
 
 /* The userspace TCP's settings (group "tcp"); limits are per worker lcore. */
 struct app_tcp_config {
-    uint32_t max_conns;          /* connection blocks, default 32768 */
-    uint32_t buffer_mbufs;       /* 2 KiB buffers for send/receive queues, default 32767 */
+    uint32_t max_conns;          /* connection blocks, default 16384 */
+    uint32_t buffer_mbufs;       /* 2 KiB buffers for send/receive queues, default 16383 (about 36 MiB) */
     uint32_t sndbuf_bytes;       /* per connection, default 524288 */
     uint32_t rcvbuf_bytes;       /* per connection (the window), default 524288 */
     uint32_t syn_backlog;        /* half-open per listener before SYN cookies, default 1024 */

@@ -11,8 +11,8 @@
 static void tcp_defaults(struct app_tcp_config *t)
 {
     *t = (struct app_tcp_config){
-        .max_conns = 32768,
-        .buffer_mbufs = 32767,
+        .max_conns = 16384,
+        .buffer_mbufs = 16383,
         .sndbuf_bytes = 512 * 1024,
         .rcvbuf_bytes = 512 * 1024,
         .syn_backlog = 1024,

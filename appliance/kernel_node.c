@@ -88,6 +88,7 @@ struct knode {
     struct mesh_proxy *proxy;
     struct mesh_metrics *metrics;
     struct app_mesh_node *mesh; /* workloads, policies and certificates from the config; NULL: an empty mesh */
+    struct app_config *mesh_cfg; /* the config mesh came from after a PUT /config (owned); NULL: n->cfg */
 #endif
 };
 
@@ -469,6 +470,8 @@ static void knode_proxy_stop(struct knode *n)
     n->metrics = NULL;
     app_mesh_node_free(n->mesh);
     n->mesh = NULL;
+    app_config_free(n->mesh_cfg);
+    n->mesh_cfg = NULL;
 }
 #endif
 
@@ -765,9 +768,69 @@ static void knode_api_quit(void *ctx, const struct mgmt_request *req, struct mgm
     mgmt_response_text(resp, 200, "shutdown now\n");
 }
 
+#if ZW_KERNEL_PROXY
+/* PUT /config: the mesh sections apply live (one thread: the proxy is updated in place); the rest must not change. */
+static void knode_api_put_config(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct knode *n = ctx;
+    struct app_config_errors errs;
+    struct app_config *next;
+    struct app_mesh_node *mesh, *old;
+    struct mesh_proxy_config pc = {0};
+    struct mesh_proxy_update u;
+    char err[512];
+
+    if (n->proxy == NULL || n->mesh == NULL) {
+        mgmt_response_text(resp, 409, "this node runs without a mesh: nothing can change live\n");
+        return;
+    }
+    next = app_config_load_string((const char *)req->body, "PUT /config", &errs);
+    if (next == NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed:\n");
+        for (int i = 0; i < errs.n; i++)
+            mgmt_response_append(resp, "%s\n", errs.msgs[i]);
+        app_config_errors_fini(&errs);
+        return;
+    }
+    app_config_errors_fini(&errs);
+    if (!next->mesh->present || strcmp(next->node_name, n->cfg->node_name) != 0) {
+        app_config_free(next);
+        mgmt_response_text(resp, 409, "configuration refused, nothing changed: node.name or the mesh presence changed "
+                                      "(only a restart applies it)\n");
+        return;
+    }
+    mesh = app_mesh_node_new(next, &n->env, err, sizeof(err));
+    if (mesh == NULL) {
+        app_config_free(next);
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", err);
+        return;
+    }
+    app_mesh_node_proxy_config(mesh, &pc);
+    u = (struct mesh_proxy_update){.workloads = pc.workloads, .mtls_mode = pc.mtls_mode, .replace_authz = true,
+                                   .authz = pc.authz, .authz_u = pc.authz_u, .get_bundle_u = pc.get_bundle_u};
+    mesh_proxy_update(n->proxy, &u);
+    old = n->mesh;
+    n->mesh = mesh;
+    app_mesh_node_free(old);
+    app_config_free(n->mesh_cfg);
+    n->mesh_cfg = next;
+    APP_LOG_INFO("reload", "applied: %zu workloads, %zu policies", mesh_workloads_count(app_mesh_node_workloads(mesh)),
+                 mesh_authz_set_count(app_mesh_node_authz(mesh)));
+    mgmt_response_json(resp, 200,
+                       json_pack("{s:s, s:I, s:I, s:I}", "status", "applied", "workloads",
+                                 (json_int_t)mesh_workloads_count(app_mesh_node_workloads(mesh)), "services",
+                                 (json_int_t)mesh_workloads_service_count(app_mesh_node_workloads(mesh)), "policies",
+                                 (json_int_t)mesh_authz_set_count(app_mesh_node_authz(mesh))));
+}
+#endif
+
 static int knode_api_register(struct knode *n, struct mgmt_routes *routes)
 {
     int rc = 0;
+#if ZW_KERNEL_PROXY
+    rc |= mgmt_routes_add(routes, "PUT", "/config", knode_api_put_config, n,
+                          "apply a new config file (body): mesh, workloads, services and policies change live", 0);
+#endif
 
     rc |= mgmt_routes_add(routes, "GET", "/healthz/ready", knode_api_ready, n, "200 once the node captures traffic",
                           MGMT_ROUTE_TCP);
@@ -894,7 +957,7 @@ int app_knode_run(const struct app_config *cfg, enum app_knode_mode mode,
 
     routes = mgmt_routes_new(&merr);
     if (routes == NULL || knode_api_register(n, routes) < 0 ||
-        (n->mesh != NULL && app_mesh_node_register_routes(n->mesh, routes) < 0)) {
+        (n->mesh != NULL && app_mesh_node_register_routes(&n->mesh, routes) < 0)) {
         APP_LOG_ERR("kernel", "cannot set up the management routes: %s", merr ? merr : "out of memory");
         goto out;
     }

@@ -70,6 +70,14 @@ static int main_check_config(const char *path)
     return 0;
 }
 
+static volatile sig_atomic_t main_reload_requested;
+
+static void main_on_sighup(int sig)
+{
+    (void)sig;
+    main_reload_requested = 1;
+}
+
 static void main_install_signals(void)
 {
     struct sigaction sa;
@@ -78,6 +86,8 @@ static void main_install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = main_on_sighup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -97,13 +107,36 @@ static int main_run_kernel(const char *path, enum app_knode_mode mode)
 }
 
 #ifdef ZW_HAVE_DPDK
+/* SIGHUP: read the config file again and apply what may change live. */
+static void main_reload_file(struct app_node *node)
+{
+    struct app_config *next = main_load_config(node->cfg->path);
+    char err[512];
+    int rc;
+
+    if (next == NULL) {
+        APP_LOG_ERR("reload", "%s refused (errors above); nothing changed", node->cfg->path);
+        return;
+    }
+    rc = app_node_reload(node, next, err, sizeof(err));
+    if (rc < 0 && rc != -ETIMEDOUT) {
+        app_config_free(next);
+        APP_LOG_ERR("reload", "%s refused: %s", node->cfg->path, err);
+    }
+}
+
 /* The control loop: serve the management socket until a signal or /quitquitquit, then let replies drain. */
 static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
 {
     struct timespec start, now;
 
-    while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE))
+    while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE)) {
         mgmt_server_poll(srv, MAIN_POLL_MS);
+        if (main_reload_requested) {
+            main_reload_requested = 0;
+            main_reload_file(api->node);
+        }
+    }
     clock_gettime(CLOCK_MONOTONIC, &start);
     do {
         mgmt_server_poll(srv, 10);
@@ -154,7 +187,7 @@ static int main_run(const char *path, int n_cli, char **cli)
         APP_LOG_ERR("main", "%s", err);
         goto out;
     }
-    if (node.mesh != NULL && app_mesh_node_register_routes(node.mesh, routes) < 0) {
+    if (node.mesh != NULL && app_mesh_node_register_routes(&node.mesh, routes) < 0) {
         APP_LOG_ERR("main", "cannot set up the mesh management routes");
         goto out;
     }

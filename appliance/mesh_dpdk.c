@@ -147,3 +147,21 @@ const struct mesh_proxy_stats *app_mesh_lcore_stats(const struct app_mesh_lcore 
 {
     return mesh_proxy_stats(ml->proxy);
 }
+
+int app_mesh_lcore_update(struct app_mesh_lcore *ml, struct app_mesh_node *mn)
+{
+    struct mesh_proxy_config pc = {0};
+    struct mesh_proxy_update u;
+
+    app_mesh_node_proxy_config(mn, &pc);
+    u = (struct mesh_proxy_update){
+        .workloads = pc.workloads,
+        .mtls_mode = pc.mtls_mode,
+        .replace_authz = true,
+        .authz = pc.authz,
+        .authz_u = pc.authz_u,
+        .get_bundle_u = pc.get_bundle_u,
+    };
+    ml->next_deadline_ns = 0; /* the re-check pass continues from the proxy's deadlines */
+    return mesh_proxy_update(ml->proxy, &u);
+}

@@ -23,6 +23,8 @@ struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_n
 void app_mesh_lcore_free(struct app_mesh_lcore *ml);
 /* Run the proxy's due deadlines. Called by the worker once per loop; cheap when nothing is due. */
 void app_mesh_lcore_poll(struct app_mesh_lcore *ml);
+/* On the owning lcore (RPC): switch the proxy to mn (a reloaded mesh side) and re-check live connections. */
+int app_mesh_lcore_update(struct app_mesh_lcore *ml, struct app_mesh_node *mn);
 /* On the owning lcore (RPC): add this lcore's metrics into dst. 0 or -ENOMEM. */
 int app_mesh_lcore_merge_metrics(const struct app_mesh_lcore *ml, struct mesh_metrics *dst);
 const struct mesh_proxy_stats *app_mesh_lcore_stats(const struct app_mesh_lcore *ml);

@@ -385,7 +385,7 @@ void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *
 
 static void mesh_node_api_authz_check(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
-    struct app_mesh_node *n = ctx;
+    struct app_mesh_node *n = *(struct app_mesh_node *const *)ctx;
     const char *sid = mgmt_request_query_get(req, "src_identity"), *src = mgmt_request_query_get(req, "src");
     const char *dst = mgmt_request_query_get(req, "dst"), *port = mgmt_request_query_get(req, "port");
     struct mesh_spiffe_id peer;
@@ -442,8 +442,8 @@ static void mesh_node_api_authz_check(void *ctx, const struct mgmt_request *req,
     mesh_authz_trace_fini(&trace);
 }
 
-int app_mesh_node_register_routes(struct app_mesh_node *n, struct mgmt_routes *routes)
+int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt_routes *routes)
 {
-    return mgmt_routes_add(routes, "GET", "/authz/check", mesh_node_api_authz_check, n,
+    return mgmt_routes_add(routes, "GET", "/authz/check", mesh_node_api_authz_check, (void *)(uintptr_t)slot,
                            "explain an authorization decision: ?src_identity=&src=&dst=&port=", 0);
 }

@@ -65,12 +65,13 @@ struct mgmt_routes;
 struct mesh_metrics;
 
 /*
- * Register the node's mesh endpoints on routes (n must outlive them):
+ * Register the node's mesh endpoints on routes. slot is where the node keeps its current mesh side (a reload replaces
+ * *slot); it must outlive the routes.
  *   GET /authz/check?src_identity=spiffe://...&src=IP&dst=IP&port=N   explain a decision (JSON: decision, reason,
  *       the deciding policy, dry-run outcome, and a step-by-step trace)
  * Returns 0 or -errno.
  */
-int app_mesh_node_register_routes(struct app_mesh_node *n, struct mgmt_routes *routes);
+int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt_routes *routes);
 /* Render the Istio TCP metric families of m (facts §5) into prom. */
 void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *m);
 

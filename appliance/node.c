@@ -361,6 +361,8 @@ void app_node_fini(struct app_node *node)
     node->mesh_view = NULL;
     app_mesh_node_free(node->mesh);
     node->mesh = NULL;
+    app_config_free(node->mesh_cfg);
+    node->mesh_cfg = NULL;
     if (node->stack.lpm != NULL)
         dp_route_free(&node->stack);
     if (node->stack.pool != NULL) {

@@ -33,6 +33,8 @@ struct app_node {
     struct dp_mesh_view *mesh_view;                  /* what the stack captures (published as stack.mesh) */
     struct app_mesh_lcore *mesh_lcores[DP_MAX_LCORES]; /* [i] belongs to worker i */
     struct mesh_env mesh_env;                        /* the control thread's env for the mesh side */
+    struct app_config *mesh_cfg;                     /* the config the mesh side came from after a reload (owned) */
+    uint64_t reloads;
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */
@@ -54,6 +56,13 @@ void app_node_stop(struct app_node *node);
 
 /* Stop ports, free everything, clean up EAL (and its runtime files). Idempotent. */
 void app_node_fini(struct app_node *node);
+
+/*
+ * Apply a new configuration live (control thread): the mesh sections change, the rest must not. On success the node
+ * owns next; on failure the caller keeps it and nothing changed (-EINVAL, -EPERM with the reason in err), except
+ * -ETIMEDOUT (a worker did not answer; the node owns next and may serve both states for a while).
+ */
+int app_node_reload(struct app_node *node, struct app_config *next, char *err, size_t errlen);
 
 /* Milliseconds on the TSC clock every worker uses. */
 uint64_t app_node_now_ms(void);

@@ -499,6 +499,46 @@ static void api_logging(void *ctx, const struct mgmt_request *req, struct mgmt_r
     mgmt_response_text(resp, 200, "current log level is %s\n", app_log_level_name(app_log_get_level()));
 }
 
+/* ---- PUT /config: the whole config file in the body; the mesh sections apply live ---- */
+
+static void api_put_config(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct app_api *api = ctx;
+    struct app_config_errors errs;
+    struct app_config *next;
+    char err[512];
+    int rc;
+
+    if (req->body_len == 0) {
+        mgmt_response_text(resp, 400, "PUT /config needs the configuration file as the body\n");
+        return;
+    }
+    next = app_config_load_string((const char *)req->body, "PUT /config", &errs);
+    if (next == NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed:\n");
+        for (int i = 0; i < errs.n; i++)
+            mgmt_response_append(resp, "%s\n", errs.msgs[i]);
+        app_config_errors_fini(&errs);
+        return;
+    }
+    app_config_errors_fini(&errs);
+    rc = app_node_reload(api->node, next, err, sizeof(err));
+    if (rc < 0 && rc != -ETIMEDOUT) {
+        app_config_free(next);
+        mgmt_response_text(resp, rc == -EPERM ? 409 : 400, "configuration refused, nothing changed: %s\n", err);
+        return;
+    }
+    if (rc == -ETIMEDOUT) {
+        mgmt_response_text(resp, 503, "%s\n", err);
+        return;
+    }
+    mgmt_response_json(resp, 200,
+                       json_pack("{s:s, s:I, s:I, s:I}", "status", "applied", "workloads",
+                                 (json_int_t)mesh_workloads_count(app_mesh_node_workloads(api->node->mesh)), "services",
+                                 (json_int_t)mesh_workloads_service_count(app_mesh_node_workloads(api->node->mesh)),
+                                 "policies", (json_int_t)mesh_authz_set_count(app_mesh_node_authz(api->node->mesh))));
+}
+
 /* ---- POST /quitquitquit ---- */
 
 static void api_quit(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
@@ -530,6 +570,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
     rc |= mgmt_routes_add(routes, "POST", "/logging", api_logging, api,
                           "show or set the log level: ?level=error|warn|info|debug", 0);
     rc |= mgmt_routes_add(routes, "POST", "/quitquitquit", api_quit, api, "drain and exit", 0);
+    rc |= mgmt_routes_add(routes, "PUT", "/config", api_put_config, api,
+                          "apply a new config file (body): mesh, workloads, services and policies change live", 0);
     return rc < 0 ? -EINVAL : 0;
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <rte_arp.h>
+#include <rte_tcp.h>
 #include <rte_hash.h>
 #include <rte_jhash.h>
 #include <rte_malloc.h>
@@ -22,6 +23,7 @@
 
 #include "dpdk/dp.h"
 #include "dpdk/stack.h"
+#include "dpdk/tcp_impl.h"
 
 #define ARP_SWEEP_INTERVAL_MS 100
 
@@ -215,8 +217,26 @@ void dp_arp_learn(struct dp_lcore *lc, uint8_t port, uint32_t ip, const struct r
 void dp_lcore_drain_inbox(struct dp_lcore *lc)
 {
     struct dp_arp_sync msgs[32];
+    void *pkts[32];
     unsigned n;
 
+    if (lc->handoff != NULL) {
+        while ((n = rte_ring_dequeue_burst(lc->handoff, pkts, RTE_DIM(pkts), NULL)) > 0) {
+            for (unsigned i = 0; i < n; i++) {
+                struct rte_mbuf *m = pkts[i];
+                const struct rte_ipv4_hdr *ip = dp_ip4_hdr(m);
+                unsigned ihl = rte_ipv4_hdr_len(ip);
+                const struct rte_tcp_hdr *th = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
+                dp_count(lc, DP_CNT_HANDOFF_IN);
+                if (m->hash.usr == DP_HANDOFF_ROUTE_IF_UNKNOWN &&
+                    tcp_conn_lookup(lc->tcp, rte_be_to_cpu_32(ip->dst_addr), rte_be_to_cpu_16(th->dst_port),
+                                    rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_16(th->src_port)) == NULL)
+                    dp_ip4_forward(lc, m); /* not ours after all: a routed flow */
+                else
+                    dp_tcp_input(lc, m, ihl);
+            }
+        }
+    }
     if (lc->inbox == NULL)
         return;
     while ((n = rte_ring_dequeue_burst_elem(lc->inbox, msgs, sizeof(msgs[0]), RTE_DIM(msgs), NULL)) > 0) {

@@ -65,7 +65,7 @@ bool dp_mesh_view_is_enrolled(const struct dp_mesh_view *v, uint32_t ip)
 enum dp_flow_class dp_classify_syn(const struct dp_stack *st, uint8_t in_port, uint32_t src, uint32_t dst,
                                    uint16_t dport)
 {
-    const struct dp_mesh_view *v = st->mesh;
+    const struct dp_mesh_view *v = __atomic_load_n(&st->mesh, __ATOMIC_ACQUIRE); /* replaced live by a reload */
     bool src_enrolled, dst_enrolled;
 
     if (v == NULL)

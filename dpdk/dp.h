@@ -152,6 +152,7 @@ struct dp_lcore {
     struct dp_arp_table arp;
     struct dp_tcp *tcp;        /* NULL until dp_tcp_init() */
     struct rte_ring *inbox;    /* neighbour updates from other lcores (multi-producer) */
+    struct rte_ring *handoff;  /* packets of this lcore's connections that arrived elsewhere (multi-producer) */
     uint64_t icmp_tokens;      /* ICMP error budget, refilled every second */
     uint64_t icmp_refill_ms;
     struct dp_lcore_stats stats;
@@ -199,8 +200,18 @@ void dp_tx_flush(struct dp_lcore *lc);
 /* Periodic work: neighbour aging and resolution timeouts. Call once per loop iteration; cheap when idle. */
 void dp_lcore_timers(struct dp_lcore *lc);
 
-/* Apply neighbour updates received from other lcores. */
+/* Apply neighbour updates received from other lcores, and take the packets they handed over. */
 void dp_lcore_drain_inbox(struct dp_lcore *lc);
+
+/*
+ * The lcore that owns a connection we opened with local port `port` (connects pick ports that map to the dialing
+ * worker: port % n_lcores == worker), or NULL when it is this one or the port is not one of ours.
+ */
+struct dp_lcore *dp_lcore_port_owner(struct dp_lcore *lc, uint16_t port);
+/* m->hash.usr of a handed-over packet: route it on when the owner has no such connection (else: TCP input). */
+#define DP_HANDOFF_ROUTE_IF_UNKNOWN 1u
+/* Hand m (at the IP header) to the lcore that owns its connection. Consumes m. */
+void dp_lcore_handoff(struct dp_lcore *lc, struct dp_lcore *owner, struct rte_mbuf *m);
 
 /*
  * Run fn(lc, arg) on lc's own thread between bursts and wait for it, at most timeout_ms.

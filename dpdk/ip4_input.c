@@ -106,8 +106,18 @@ static bool ip4_mesh_tcp(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m, 
         dp_tcp_input(lc, m, ihl);
         return true;
     }
-    if ((th->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) != RTE_TCP_SYN_FLAG)
+    if ((th->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) != RTE_TCP_SYN_FLAG) {
+        /* Maybe a transparent connection another lcore opened (its port says which). Only the owner may look in
+         * its table: it takes the packet, or routes it on if the flow is not one of its connections. */
+        struct dp_lcore *owner = dp_lcore_port_owner(lc, rte_be_to_cpu_16(th->dst_port));
+        if (owner != NULL) {
+            m->port = port;
+            m->hash.usr = DP_HANDOFF_ROUTE_IF_UNKNOWN;
+            dp_lcore_handoff(lc, owner, m);
+            return true;
+        }
         return false;
+    }
     cls = dp_classify_syn(lc->stack, port, src, dst, rte_be_to_cpu_16(th->dst_port));
     if (cls == DP_FLOW_PASSTHROUGH)
         return false;

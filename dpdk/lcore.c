@@ -13,6 +13,7 @@
 
 #include "dpdk/dp.h"
 #include "dpdk/stack.h"
+#include "dpdk/tcp.h"
 
 static const char *const counter_names[DP_CNT_MAX] = {
 #define DP_COUNTER(sym, name, help) [DP_CNT_##sym] = name,
@@ -49,6 +50,7 @@ static uint16_t lcore_tx_burst_ethdev(struct dp_lcore *lc, uint8_t port, struct 
 }
 
 #define LCORE_INBOX_SIZE 1024
+#define LCORE_HANDOFF_SIZE 4096
 
 int dp_lcore_init(struct dp_lcore *lc, const struct dp_stack *stack, unsigned lcore_id, unsigned worker, int socket)
 {
@@ -66,7 +68,12 @@ int dp_lcore_init(struct dp_lcore *lc, const struct dp_stack *stack, unsigned lc
         return rc;
     snprintf(name, sizeof(name), "zw_inbox_%u", lcore_id);
     lc->inbox = rte_ring_create_elem(name, sizeof(struct dp_arp_sync), LCORE_INBOX_SIZE, socket, RING_F_SC_DEQ);
-    if (lc->inbox == NULL) {
+    snprintf(name, sizeof(name), "zw_handoff_%u", lcore_id);
+    lc->handoff = rte_ring_create(name, LCORE_HANDOFF_SIZE, socket, RING_F_SC_DEQ);
+    if (lc->inbox == NULL || lc->handoff == NULL) {
+        rte_ring_free(lc->inbox);
+        rte_ring_free(lc->handoff);
+        lc->inbox = lc->handoff = NULL;
         dp_arp_table_fini(&lc->arp);
         return -ENOMEM;
     }
@@ -82,6 +89,13 @@ void dp_lcore_fini(struct dp_lcore *lc)
     if (lc->inbox != NULL) {
         rte_ring_free(lc->inbox);
         lc->inbox = NULL;
+    }
+    if (lc->handoff != NULL) {
+        void *m;
+        while (rte_ring_dequeue(lc->handoff, &m) == 0)
+            rte_pktmbuf_free(m);
+        rte_ring_free(lc->handoff);
+        lc->handoff = NULL;
     }
     dp_arp_table_fini(&lc->arp);
 }
@@ -147,4 +161,29 @@ void dp_lcore_rpc_poll(struct dp_lcore *lc)
         return;
     lc->rpc_fn(lc, lc->rpc_arg);
     __atomic_store_n(&lc->rpc_pending, 0, __ATOMIC_RELEASE);
+}
+
+struct dp_lcore *dp_lcore_port_owner(struct dp_lcore *lc, uint16_t port)
+{
+    const struct dp_stack *st = lc->stack;
+    const struct dp_tcp_config *cfg;
+    struct dp_lcore *owner;
+
+    if (st->n_lcores < 2 || lc->tcp == NULL)
+        return NULL;
+    cfg = dp_tcp_get_config(lc);
+    if (port < cfg->ephemeral_lo || port > cfg->ephemeral_hi)
+        return NULL;
+    owner = st->lcores[port % (unsigned)st->n_lcores];
+    return owner == lc ? NULL : owner;
+}
+
+void dp_lcore_handoff(struct dp_lcore *lc, struct dp_lcore *owner, struct rte_mbuf *m)
+{
+    /* hash.usr says what the owner does with it: set by the caller for routed packets, 0 otherwise */
+    if (rte_ring_enqueue(owner->handoff, m) != 0) {
+        dp_drop(lc, m, DP_CNT_HANDOFF_DROPPED);
+        return;
+    }
+    dp_count(lc, DP_CNT_HANDOFF_OUT);
 }

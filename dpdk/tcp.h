@@ -51,6 +51,8 @@ struct dp_tcp_config {
 };
 
 void dp_tcp_config_defaults(struct dp_tcp_config *cfg);
+/* The settings lc's TCP runs with (dp_tcp_init done). */
+const struct dp_tcp_config *dp_tcp_get_config(const struct dp_lcore *lc);
 
 /* Create the TCP state of lc. 0 or -errno. */
 int dp_tcp_init(struct dp_lcore *lc, const struct dp_tcp_config *cfg, int socket);

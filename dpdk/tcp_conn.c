@@ -39,8 +39,8 @@ const char *dp_tcp_state_name(enum dp_tcp_state s)
 void dp_tcp_config_defaults(struct dp_tcp_config *cfg)
 {
     *cfg = (struct dp_tcp_config){
-        .max_conns = 32768,
-        .buffer_mbufs = 32767,
+        .max_conns = 16384,
+        .buffer_mbufs = 16383,
         .sndbuf_max = 512 * 1024,
         .rcvbuf_max = 512 * 1024,
         .syn_backlog = 1024,
@@ -58,6 +58,11 @@ void dp_tcp_config_defaults(struct dp_tcp_config *cfg)
         .timestamps = true,
         .window_scaling = true,
     };
+}
+
+const struct dp_tcp_config *dp_tcp_get_config(const struct dp_lcore *lc)
+{
+    return &lc->tcp->cfg;
 }
 
 int dp_tcp_init(struct dp_lcore *lc, const struct dp_tcp_config *cfg, int socket)
@@ -347,6 +352,8 @@ static int tcp_pick_port(struct dp_lcore *lc, uint32_t lip, uint32_t rip, uint16
         t->next_port = (uint16_t)(p >= t->cfg.ephemeral_hi ? t->cfg.ephemeral_lo : p + 1);
         if (tcp_listener_find(t, lip, p) != NULL)
             continue;
+        if (lc->stack->n_lcores > 1 && p % (unsigned)lc->stack->n_lcores != lc->worker)
+            continue; /* replies to this port are handed to its owner: make the owner us */
         if (tcp_conn_lookup(t, lip, p, rip, rport) == NULL) {
             *out = p;
             return 0;

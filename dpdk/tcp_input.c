@@ -788,6 +788,14 @@ static void input_segment(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl,
         tcp_release_or_defer(c);
         c = (c->lc == NULL) ? NULL : c;
     }
+    if (c == NULL && !(has(&s, RTE_TCP_SYN_FLAG) && !has(&s, RTE_TCP_ACK_FLAG))) { /* all but a new SYN */
+        struct dp_lcore *owner = dp_lcore_port_owner(lc, s.lport);
+        if (owner != NULL) { /* a reply to a connection another lcore opened */
+            m->hash.usr = 0;
+            dp_lcore_handoff(lc, owner, m);
+            return;
+        }
+    }
     if (c == NULL || c->state == DP_TCP_CLOSED) {
         struct dp_tcp_listener *l = c != NULL ? NULL : capture != NULL ? capture : tcp_listener_find(t, s.lip, s.lport);
         if (l != NULL) {

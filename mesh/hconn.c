@@ -36,6 +36,7 @@ struct mesh_hconn {
     struct hconn_stream *streams;
     uint64_t connect_deadline;
     int err;
+    int pending_err; /* set by a downcall that could not do its job (a reset that found no memory): die at flush */
     bool connected;
     bool ready;
     bool dead;
@@ -120,6 +121,10 @@ static void hconn_flush(struct mesh_hconn *h)
 {
     if (h->dead)
         return;
+    if (h->pending_err != MESH_OK) {
+        hconn_die(h, h->pending_err);
+        return;
+    }
     /* parked stream bytes first: resuming may free window and queue frames */
     for (struct hconn_stream *s = h->streams; s != NULL && !h->dead;) {
         struct hconn_stream *next = s->next;
@@ -687,7 +692,9 @@ static void stream_abort(struct mesh_conn *c)
         return;
     s->live = false;
     if (!s->h->dead && s->h->h2 != NULL) {
-        (void)mesh_hbone_stream_reset(s->h->h2, s->sid);
+        /* the peer must learn the stream is gone: when RST_STREAM can't be queued, the whole connection goes */
+        if (mesh_hbone_stream_reset(s->h->h2, s->sid) == MESH_ERR_NOMEM)
+            s->h->pending_err = MESH_ERR_NOMEM;
         hconn_post_flush(s->h);
     }
 }

@@ -14,6 +14,8 @@
  *    upcall, after which the stream handle is dead. abort() and detach() stop upcalls at once.
  *  - Ciphertext not yet accepted by the TCP connection waits in wire_out (bounded: HTTP/2 frames are pulled only
  *    while wire_out is below MESH_HCONN_WIRE_LOW_BYTES), so a slow peer pushes back on the streams' send buffers.
+ *  - A stream abort always reaches the peer: when its RST_STREAM can't be queued for lack of memory, the whole
+ *    connection dies at the next flush (MESH_ERR_NOMEM) rather than leave the peer's side of the stream open.
  *  - When the connection dies (TLS or HTTP/2 error, reset, close), every live stream gets on_closed, then the owner
  *    gets on_dead once; the hconn is freed by mesh_hconn_free (from the owner, not inside its own upcalls).
  */

@@ -6,6 +6,10 @@
  * Response codes (facts §2.4): 400 for an :authority that does not parse (answered inside mesh/hbone.c) or whose IP
  * differs from the TCP destination; 401 when authorization denies; 503 when the hostname/port can't be resolved or the
  * upstream connect fails or times out; 200 only after the upstream connect succeeded. Error responses end the stream.
+ *
+ * Each stream is resolved with the snapshot current when it arrives (the local workload is looked up again by the
+ * connection's local address; a workload gone since the TLS accept answers 503 "unroutable"). Live connections are
+ * re-checked after mesh_proxy_update by proxy_inbound_recheck (late rejection, see proxy.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -93,7 +97,7 @@ static void inbound_on_request(void *u, struct mesh_hconn *h, int32_t sid, const
     }
     pc->in = in;
     pc->sid = sid;
-    pc->dst_w = in->local;
+    /* dst_id stays what the TLS session proved; the workload record comes from the current snapshot */
     pc->dst_id = in->local->identity;
     pc->has_dst_id = true;
     pc->has_hbone = true;
@@ -109,6 +113,12 @@ static void inbound_on_request(void *u, struct mesh_hconn *h, int32_t sid, const
         inbound_fail(pc, 503, MESH_ERR_INTERNAL);
         return;
     }
+    const struct mesh_workload *local = mesh_workloads_find_by_ip(pc->ws, &in->dst);
+    if (!proxy_workload_is_local(p, local) || strcmp(local->uid, in->local->uid) != 0) {
+        inbound_fail(pc, 503, MESH_ERR_UNROUTABLE);
+        return;
+    }
+    pc->dst_w = local;
     if (mesh_hbone_parse_authority(req->authority, strlen(req->authority), &a) != 0) {
         inbound_fail(pc, 400, MESH_ERR_HBONE_BAD_REQUEST);
         return;
@@ -124,7 +134,7 @@ static void inbound_on_request(void *u, struct mesh_hconn *h, int32_t sid, const
         pc->target.port = a.addr.port;
     } else {
         const struct mesh_service *svc = inbound_find_hostname(pc->ws, a.host);
-        uint16_t tp = svc != NULL ? inbound_service_target(in->local, svc, a.port) : 0;
+        uint16_t tp = svc != NULL ? inbound_service_target(local, svc, a.port) : 0;
         if (svc == NULL || tp == 0) {
             inbound_fail(pc, 503, MESH_ERR_UNROUTABLE);
             return;
@@ -251,6 +261,38 @@ void proxy_plain_start(struct proxy_conn *pc)
     int rc = inbound_dial_pod(pc);
     if (rc != 0)
         proxy_conn_teardown(pc, rc == -ECONNREFUSED ? MESH_ERR_UPSTREAM_REFUSED : rc);
+}
+
+/* ---- live re-check (mesh_proxy_update) ---- */
+
+/* Close a live inbound connection now denied: a CONNECT still unanswered gets 401, anything else both legs aborted
+ * (the relay resets the HBONE stream and the pod connection). */
+static void inbound_late_reject(struct proxy_conn *pc)
+{
+    if (pc->dir == MESH_PROXY_INBOUND_HBONE && pc->state != PROXY_CONN_RELAYING) {
+        inbound_fail(pc, 401, MESH_ERR_DENIED); /* also aborts the dial in progress */
+        return;
+    }
+    proxy_conn_teardown(pc, MESH_ERR_DENIED);
+}
+
+bool proxy_inbound_recheck(struct proxy_conn *pc)
+{
+    struct mesh_proxy *p = pc->p;
+
+    /* ztunnel's assert_rbac: the destination is looked up again and a missing one fails the check */
+    const struct mesh_workload *dst = mesh_workloads_find_by_ip(p->ws, &pc->target);
+    if (!proxy_workload_is_local(p, dst) || pc->dst_w == NULL || strcmp(dst->uid, pc->dst_w->uid) != 0) {
+        inbound_late_reject(pc);
+        return false;
+    }
+    const struct mesh_workload *src = mesh_workloads_find_by_ip(p->ws, &pc->src);
+    /* STRICT denies plaintext before the hook, as at accept */
+    if (proxy_call_authz_as(p, pc, src, dst) != MESH_PROXY_ALLOW) {
+        inbound_late_reject(pc);
+        return false;
+    }
+    return true;
 }
 
 /* ---- upstream events (both kinds) ---- */

@@ -10,6 +10,9 @@
  *  4. destination workload speaks HBONE -> tunnel via the pool: TLS as the source pod's identity, expecting the
  *     destination identity plus the service SANs, CONNECT <pod IP>:<target port> at <pod IP>:15008;
  *  5. anything else -> plain TCP to the (translated) destination, never spoofing the source.
+ *
+ * After mesh_proxy_update, proxy_outbound_recheck resolves a live connection's original destination again (steps 2
+ * and 3 only, no endpoint pick) and closes it as "unroutable" when it no longer names the same service or workload.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -198,6 +201,29 @@ void proxy_outbound_start(struct proxy_conn *pc)
         outbound_start_hbone(pc);
     else
         outbound_start_passthrough(pc);
+}
+
+bool proxy_outbound_recheck(struct proxy_conn *pc)
+{
+    const struct mesh_workloads *ws = pc->p->ws;
+    const struct mesh_port *sp = NULL;
+    const struct mesh_service *svc = mesh_workloads_find_service(ws, &pc->dst, &sp);
+    bool same;
+
+    if (pc->svc != NULL) {
+        /* the same service still owns VIP:port; which endpoint a new connection would pick does not matter */
+        same = svc != NULL && strcmp(svc->namespace, pc->svc->namespace) == 0 &&
+               strcmp(svc->hostname, pc->svc->hostname) == 0;
+    } else if (pc->dst_w != NULL) {
+        const struct mesh_workload *w = mesh_workloads_find_by_ip(ws, &pc->dst);
+        same = svc == NULL && w != NULL && strcmp(w->uid, pc->dst_w->uid) == 0;
+    } else {
+        same = true; /* never resolved (passthrough to an unknown address): nothing was removed */
+    }
+    if (same)
+        return true;
+    proxy_conn_teardown(pc, MESH_ERR_UNROUTABLE);
+    return false;
 }
 
 void proxy_outbound_on_up_writable(struct proxy_conn *pc)

@@ -18,6 +18,7 @@ struct mesh_pool_conn {
     uint64_t idle_since;
     bool ready;
     bool retired;
+    bool draining; /* its TLS ctx was superseded: serve the waiters already queued, then retire */
     bool dead;
     bool freeing;
     struct mesh_sched_item free_item;
@@ -129,6 +130,8 @@ static void pool_on_ready(void *u, struct mesh_hconn *h)
         pool_take_slot(pc);
         w->fn(w, pc, 0);
     }
+    if (pc->draining)
+        pc->retired = true;
     if (pc->waiters != NULL && !pc->dead) {
         /* more waiters than this connection can carry: one new setup for the rest (single flight again) */
         struct mesh_pool_conn *next = NULL;
@@ -143,6 +146,9 @@ static void pool_on_ready(void *u, struct mesh_hconn *h)
             }
         }
     }
+    /* retired before it carried anything (drained during setup, every waiter gone): nothing will release it */
+    if (pc->retired && pc->active == 0 && !pc->dead)
+        mesh_hconn_shutdown(pc->h);
     pool_maybe_free(pc);
 }
 
@@ -261,7 +267,7 @@ int mesh_pool_checkout(struct mesh_pool *pool, const struct mesh_pool_key *key, 
                        struct mesh_pool_conn **out)
 {
     for (struct mesh_pool_conn *pc = pool->conns; pc != NULL; pc = pc->next) {
-        if (pc->retired || pc->dead || !mesh_pool_key_eq(&pc->key, key))
+        if (pc->retired || pc->draining || pc->dead || !mesh_pool_key_eq(&pc->key, key))
             continue;
         if (pc->ready) {
             if (!mesh_hconn_can_open(pc->h) || pc->active >= pool_limit(pc))
@@ -311,6 +317,27 @@ void mesh_pool_release(struct mesh_pool *pool, struct mesh_pool_conn *pc)
             mesh_hconn_shutdown(pc->h);
     }
     pool_maybe_free(pc);
+}
+
+size_t mesh_pool_drain_ctx(struct mesh_pool *pool, const struct mesh_tls_ctx *ctx)
+{
+    size_t n = 0;
+
+    for (struct mesh_pool_conn *pc = pool->conns; pc != NULL; pc = pc->next) {
+        /* a retired one already takes no checkouts and closes after its last stream */
+        if (pc->ctx != ctx || pc->dead || pc->draining || pc->retired)
+            continue;
+        pc->draining = true;
+        n++;
+        pool->stats.drained++;
+        if (!pc->ready)
+            continue; /* pool_on_ready serves the queued waiters, then retires it */
+        pc->retired = true;
+        /* idle: GOAWAY now; otherwise mesh_pool_release does it after the last stream */
+        if (pc->active == 0)
+            mesh_hconn_shutdown(pc->h);
+    }
+    return n;
 }
 
 struct mesh_hconn *mesh_pool_conn_hconn(struct mesh_pool_conn *pc)

@@ -10,6 +10,9 @@
  *  - A connection carries at most min(max_streams, peer MAX_CONCURRENT_STREAMS) streams. A checkout that brings it to
  *    that count retires it from the pool (it lives on until its streams end); the next request opens a new one.
  *    A connection that saw GOAWAY or an error is never handed out again.
+ *  - A connection drained by mesh_pool_drain_ctx (its certificate was replaced) is never handed out again either; it
+ *    keeps its live streams (and serves the waiters already queued on its setup), then sends GOAWAY and closes once
+ *    its last stream ended.
  *  - A connection with no streams since env-now T is shut down at T + idle_ns (env clock).
  *  - A connection is dialled from the key's source IP (port chosen by the backend), as in-pod ztunnel does from inside
  *    the source pod: the destination node sees the client pod's IP as the tunnel's peer address (facts §2.7).
@@ -20,6 +23,7 @@
 #define MESH_POOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mesh/conn.h"
@@ -78,6 +82,7 @@ struct mesh_pool_stats {
     uint64_t reused;     /* checkouts served by an existing connection */
     uint64_t failures;   /* setups that failed */
     uint64_t idle_closed;
+    uint64_t drained;    /* connections set to drain by mesh_pool_drain_ctx */
 };
 
 /*
@@ -100,6 +105,14 @@ int mesh_pool_checkout(struct mesh_pool *pool, const struct mesh_pool_key *key, 
 void mesh_pool_cancel(struct mesh_pool *pool, struct mesh_pool_waiter *w);
 /* Return a stream slot reserved by a checkout (once per successful checkout). */
 void mesh_pool_release(struct mesh_pool *pool, struct mesh_pool_conn *pc);
+
+/*
+ * Drain every live connection set up with ctx (the owner replaced the certificate behind it): no new checkouts; an idle
+ * ready one is shut down now (GOAWAY, close_notify, FIN), a busy one after its last stream is released; one still in
+ * setup serves its queued waiters first. New checkouts for the same key open a new connection (a new get_ctx).
+ * Never calls a waiter. Returns the number of connections newly set to drain.
+ */
+size_t mesh_pool_drain_ctx(struct mesh_pool *pool, const struct mesh_tls_ctx *ctx);
 
 /* The connection behind a checkout (valid until its slot is released). */
 struct mesh_hconn *mesh_pool_conn_hconn(struct mesh_pool_conn *pc);

@@ -319,6 +319,7 @@ struct proxy_conn *proxy_conn_new(struct mesh_proxy *p, enum mesh_proxy_directio
     pc->target = *dst;
     pc->start_ns = mesh_env_now(p->env);
     pc->deadline_ns = MESH_PROXY_NO_DEADLINE;
+    pc->recheck_gen = p->gen; /* resolved with the current state */
     mesh_sched_item_init(&pc->free_item, proxy_conn_on_free_item);
     pc->next = p->conns;
     p->conns = pc;
@@ -329,6 +330,8 @@ struct proxy_conn *proxy_conn_new(struct mesh_proxy *p, enum mesh_proxy_directio
 
 static void proxy_conn_unlink(struct proxy_conn *pc)
 {
+    if (pc->p->recheck_next == pc)
+        pc->p->recheck_next = pc->next;
     for (struct proxy_conn **pp = &pc->p->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == pc) {
             *pp = pc->next;
@@ -487,7 +490,8 @@ const struct mesh_conn_cb proxy_side_cb = {
     .on_closed = proxy_side_on_closed,
 };
 
-enum mesh_proxy_verdict proxy_call_authz(struct mesh_proxy *p, struct proxy_conn *pc)
+enum mesh_proxy_verdict proxy_call_authz_as(struct mesh_proxy *p, const struct proxy_conn *pc,
+                                            const struct mesh_workload *src_w, const struct mesh_workload *dst_w)
 {
     if (pc->dir == MESH_PROXY_INBOUND_PLAIN && p->cfg.mtls_mode == MESH_MTLS_STRICT)
         return MESH_PROXY_DENY;
@@ -499,10 +503,70 @@ enum mesh_proxy_verdict proxy_call_authz(struct mesh_proxy *p, struct proxy_conn
     info.src_identity = pc->has_src_id ? &pc->src_id : NULL;
     info.src = pc->src;
     info.dst = pc->target;
-    info.src_workload = pc->src_w;
-    info.dst_workload = pc->dst_w;
+    info.src_workload = src_w;
+    info.dst_workload = dst_w;
     info.mtls_mode = p->cfg.mtls_mode;
     return p->cfg.authz(p->cfg.authz_u, &info) == MESH_PROXY_ALLOW ? MESH_PROXY_ALLOW : MESH_PROXY_DENY;
+}
+
+enum mesh_proxy_verdict proxy_call_authz(struct mesh_proxy *p, struct proxy_conn *pc)
+{
+    return proxy_call_authz_as(p, pc, pc->src_w, pc->dst_w);
+}
+
+/* ====================================================================================================== */
+/* live updates: lazy re-check of live connections                                                        */
+/* ====================================================================================================== */
+
+/* Visit up to p->recheck_slice connections from the cursor. Each visit is O(1) lookups plus at most one authz call;
+ * closing one tears it down through the normal path (one access-log record). */
+static void proxy_recheck_slice(struct mesh_proxy *p)
+{
+    uint32_t budget = p->recheck_slice;
+
+    if (p->recheck_next == NULL)
+        return;
+    while (budget > 0 && p->recheck_next != NULL) {
+        struct proxy_conn *pc = p->recheck_next;
+        p->recheck_next = pc->next;
+        budget--;
+        if (pc->recheck_gen == p->gen || pc->state == PROXY_CONN_DONE)
+            continue;
+        pc->recheck_gen = p->gen;
+        p->stats.rechecked++;
+        p->pass_checked++;
+        bool keep = pc->dir == MESH_PROXY_OUTBOUND ? proxy_outbound_recheck(pc) : proxy_inbound_recheck(pc);
+        if (!keep) {
+            p->stats.recheck_closed++;
+            p->pass_closed++;
+        }
+    }
+    if (p->recheck_next == NULL)
+        MESH_LOG(p->env, MESH_LOG_INFO, PROXY_MODULE, "update %llu: %llu live connections re-checked, %llu closed",
+                 (unsigned long long)p->gen, (unsigned long long)p->pass_checked,
+                 (unsigned long long)p->pass_closed);
+}
+
+/* Ask the certificate hook again for every cached identity; a different bundle retires the cached contexts and drains
+ * the pooled connections built on them. Bounded by the number of local identities plus pooled connections. */
+static void proxy_recheck_certs(struct mesh_proxy *p)
+{
+    for (struct proxy_ctx_entry *e = p->ctxs, *next; e != NULL; e = next) {
+        next = e->next;
+        if (e->stale)
+            continue;
+        const struct mesh_cert_bundle *b = p->cfg.get_bundle(p->cfg.get_bundle_u, &e->id);
+        if (b == NULL)
+            continue; /* nothing to compare with: live connections keep what they proved */
+        bool changed = b != e->bundle;
+        mesh_identity_bundle_unref(b);
+        if (!changed)
+            continue;
+        e->stale = true;
+        p->stats.pool_drained += mesh_pool_drain_ctx(p->pool, e->client);
+        if (e->users == 0)
+            proxy_ctx_destroy(p, e);
+    }
 }
 
 /* ====================================================================================================== */
@@ -549,6 +613,7 @@ struct mesh_proxy *mesh_proxy_new(const struct mesh_env *env, const struct mesh_
         p->cfg.hbone_port = MESH_PROXY_HBONE_PORT;
     if (p->cfg.connect_timeout_ns == 0)
         p->cfg.connect_timeout_ns = MESH_PROXY_CONNECT_TIMEOUT_NS;
+    p->recheck_slice = cfg->recheck_slice != 0 ? cfg->recheck_slice : MESH_PROXY_RECHECK_SLICE;
     p->ws = cfg->workloads != NULL ? mesh_workloads_ref(cfg->workloads) : NULL;
     p->cfg.workloads = NULL;
     struct mesh_pool_opts po = {
@@ -574,6 +639,30 @@ void mesh_proxy_set_workloads(struct mesh_proxy *p, const struct mesh_workloads 
     const struct mesh_workloads *old = p->ws;
     p->ws = w != NULL ? mesh_workloads_ref(w) : NULL;
     mesh_workloads_unref(old);
+}
+
+int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_update *u)
+{
+    if (u == NULL || (u->mtls_mode != MESH_MTLS_STRICT && u->mtls_mode != MESH_MTLS_PERMISSIVE))
+        return -EINVAL;
+    mesh_sched_enter(&p->sched);
+    /* one step: nothing below runs between these assignments */
+    mesh_proxy_set_workloads(p, u->workloads);
+    p->cfg.mtls_mode = u->mtls_mode;
+    if (u->replace_authz)
+        p->cfg.authz = u->authz;
+    p->cfg.authz_u = u->authz_u;
+    p->cfg.get_bundle_u = u->get_bundle_u;
+    p->gen++;
+    p->stats.updates++;
+    /* (re)start the pass from the head: a pass in progress is superseded by this newer state */
+    p->recheck_next = p->conns;
+    p->pass_checked = 0;
+    p->pass_closed = 0;
+    proxy_recheck_certs(p);
+    proxy_recheck_slice(p);
+    mesh_sched_leave(&p->sched);
+    return 0;
 }
 
 int mesh_proxy_accept_outbound(struct mesh_proxy *p, struct mesh_conn *c, const struct mesh_addr *src,
@@ -624,6 +713,8 @@ int mesh_proxy_accept_inbound_hbone(struct mesh_proxy *p, struct mesh_conn *c, c
 
 uint64_t mesh_proxy_next_deadline(const struct mesh_proxy *p)
 {
+    if (p->recheck_next != NULL)
+        return mesh_env_now(p->env); /* a re-check pass is pending: call back at once */
     uint64_t d = mesh_pool_next_deadline(p->pool);
     for (const struct proxy_inbound *in = p->inbound; in != NULL; in = in->next) {
         if (in->dead)
@@ -641,6 +732,7 @@ uint64_t mesh_proxy_next_deadline(const struct mesh_proxy *p)
 void mesh_proxy_on_deadline(struct mesh_proxy *p, uint64_t now_ns)
 {
     mesh_sched_enter(&p->sched);
+    proxy_recheck_slice(p);
     for (struct proxy_conn *pc = p->conns, *next; pc != NULL; pc = next) {
         next = pc->next;
         if (pc->deadline_ns <= now_ns && pc->state != PROXY_CONN_DONE) {
@@ -667,6 +759,7 @@ const struct mesh_proxy_stats *mesh_proxy_stats(const struct mesh_proxy *p)
     for (const struct proxy_inbound *in = p->inbound; in != NULL; in = in->next)
         n++;
     m->stats.inbound_conns = n;
+    m->stats.recheck_pending = p->recheck_next != NULL ? 1 : 0;
     return &p->stats;
 }
 

@@ -20,8 +20,13 @@
  *    resumes, frees) is queued and run when the outermost entry point returns.
  *  - Every proxied connection ends in exactly one teardown, which emits exactly one access-log record and bumps the
  *    closed/bytes counters once; the reason is a word of the fixed vocabulary (mesh/err.h enum mesh_reason).
- *  - Each connection keeps a reference to the workload snapshot it was resolved with; mesh_proxy_set_workloads only
- *    affects connections accepted afterwards.
+ *  - Each connection keeps a reference to the workload snapshot it was resolved with (its telemetry labels come from
+ *    it, so the opened and closed counters of one connection land in the same series). mesh_proxy_set_workloads only
+ *    affects connections accepted afterwards; mesh_proxy_update also re-checks the live ones against the new state.
+ *  - Live configuration updates (mesh_proxy_update) take effect for new connections at once. Live connections are
+ *    re-checked lazily, at most MESH_PROXY_RECHECK_SLICE (or cfg.recheck_slice) per call: the first slice inside
+ *    mesh_proxy_update, the rest from mesh_proxy_on_deadline, with mesh_proxy_next_deadline reporting "now" until the
+ *    pass is over. A connection accepted after the update never needs the pass (it was resolved with the new state).
  *  - Byte directions: "received" = client -> server (what the reporter's server side received), "sent" = server ->
  *    client, in the access log and in the counters alike (facts §5).
  */
@@ -48,6 +53,8 @@
 #define MESH_PROXY_SOCKS5_PORT 15080
 #define MESH_PROXY_CONNECT_TIMEOUT_NS (10ull * 1000000000ull)
 #define MESH_PROXY_NO_DEADLINE UINT64_MAX
+/* Live connections re-checked per call after mesh_proxy_update (default of mesh_proxy_config.recheck_slice). */
+#define MESH_PROXY_RECHECK_SLICE 256u
 
 enum mesh_mtls_mode {
     MESH_MTLS_PERMISSIVE = 0, /* plaintext inbound allowed (subject to authz) */
@@ -89,8 +96,9 @@ typedef enum mesh_proxy_verdict (*mesh_proxy_authz_fn)(void *u, const struct mes
 /*
  * Certificate lookup for a local identity (the backend's CA or file loader manages the bundles). Returns a NEW
  * reference (the proxy drops it with mesh_identity_bundle_unref) or NULL when no certificate is available (the
- * connection then fails with reason "tls"). Called at most once per new TLS session; the proxy caches TLS contexts
- * per bundle pointer, so returning a different bundle (rotation) takes effect on the next session.
+ * connection then fails with reason "tls"). Called at most once per new TLS session, and once per cached identity in
+ * mesh_proxy_update; the proxy caches TLS contexts per bundle pointer, so returning a different bundle (rotation)
+ * takes effect on the next session.
  */
 typedef const struct mesh_cert_bundle *(*mesh_proxy_get_bundle_fn)(void *u, const struct mesh_spiffe_id *id);
 
@@ -140,6 +148,21 @@ struct mesh_proxy_config {
     uint64_t connect_timeout_ns;              /* 0 means MESH_PROXY_CONNECT_TIMEOUT_NS */
     size_t relay_buf_bytes;                   /* per direction staging cap; 0 means 256 KiB */
     const struct mesh_tls_ctx_opts *tls_opts; /* NULL for defaults; copied */
+    uint32_t recheck_slice;                   /* live connections re-checked per call after an update; 0 means
+                                                 MESH_PROXY_RECHECK_SLICE */
+};
+
+/*
+ * A live configuration update (mesh_proxy_update). Everything is replaced together; fields not listed here (node
+ * name, hooks for the access log and the certificates, metrics, timeouts) keep their values.
+ */
+struct mesh_proxy_update {
+    const struct mesh_workloads *workloads; /* the new snapshot; the proxy takes its own reference; NULL: empty mesh */
+    enum mesh_mtls_mode mtls_mode;
+    bool replace_authz;                     /* true: authz below replaces the hook (NULL: allow); false: keep it */
+    mesh_proxy_authz_fn authz;
+    void *authz_u;                          /* always replaces the authorization hook's user pointer */
+    void *get_bundle_u;                     /* always replaces the certificate hook's user pointer */
 };
 
 /* Live counters of one proxy (for tests and /stats). The pointer lives as long as the proxy. */
@@ -151,6 +174,11 @@ struct mesh_proxy_stats {
     uint64_t pool_conns;      /* live outbound HBONE connections */
     uint64_t inbound_conns;   /* live inbound HBONE connections */
     uint64_t pool_handshakes; /* outbound HBONE connections opened */
+    uint64_t updates;         /* mesh_proxy_update calls applied */
+    uint64_t rechecked;       /* live connections re-checked after an update (once per connection per pass) */
+    uint64_t recheck_closed;  /* of those, closed: now denied ("denied") or no longer routable ("unroutable") */
+    uint64_t recheck_pending; /* 1 while a re-check pass still has connections to visit, else 0 */
+    uint64_t pool_drained;    /* pooled HBONE connections set to drain because their certificate changed */
 };
 
 struct mesh_proxy;
@@ -169,9 +197,44 @@ struct mesh_proxy *mesh_proxy_new(const struct mesh_env *env, const struct mesh_
 
 /*
  * Replace the workload snapshot (the proxy takes a reference and drops its old one). New connections use it;
- * established ones keep theirs. NULL means an empty mesh.
+ * established ones keep theirs and are not re-checked (mesh_proxy_update does that). NULL means an empty mesh.
  */
 void mesh_proxy_set_workloads(struct mesh_proxy *p, const struct mesh_workloads *w);
+
+/*
+ * Apply a live configuration update, as one step: the workload snapshot, the authorization hook's user pointer (and
+ * the hook itself when u->replace_authz), the certificate hook's user pointer and the mTLS mode. Connections accepted
+ * from now on (including new streams on live inbound HBONE connections) use the new values.
+ *
+ * Then every live proxied connection is re-checked against the new state (ztunnel's late rejection, facts §4),
+ * lazily: up to the slice size here, the rest from mesh_proxy_on_deadline (mesh_proxy_next_deadline reports "now"
+ * meanwhile). A new update during a pass restarts it against the newest state. Per direction:
+ *  - inbound (HBONE and plaintext): the destination workload is looked up again by the local target address. If it is
+ *    gone, no longer on this node, or the address now belongs to another workload (uid differs), the connection is
+ *    closed as denied, as ztunnel's assert_rbac fails when the destination workload is not found. Plaintext under a
+ *    now-STRICT mode is closed as denied without calling the hook. Otherwise the hook sees a conn_info rebuilt from the
+ *    new snapshot (source workload looked up again, the mode now in force); DENY closes it. "Closed" means both legs
+ *    are aborted (the HBONE stream is reset; a CONNECT still unanswered gets 401) and the connection's one access-log
+ *    record says reason "denied", response_flags "DENY".
+ *  - outbound: the original destination is resolved again the way a new connection would be (service VIP:port first,
+ *    then workload IP). A service-addressed connection keeps flowing while the same service (namespace/hostname)
+ *    still owns that VIP and port, whichever endpoint a new connection would pick; a workload-addressed one while the
+ *    same workload (uid) still owns the IP and no service claims it. Otherwise it is closed with reason "unroutable".
+ *    Destinations that never resolved (plain passthrough) are left alone, and so is a source pod that left the
+ *    snapshot (its own sockets end with it).
+ *  - certificates: for every local identity with a cached TLS context, the certificate hook is asked again (with the
+ *    new user pointer). When it returns a different bundle, new sessions use it, and pooled outbound HBONE connections
+ *    of that identity take no new streams and are drained (GOAWAY, then close) once their streams end; their live
+ *    streams are not cut. A NULL answer (no certificate now) changes nothing for live connections. Inbound HBONE
+ *    connections keep serving with the certificate they presented; the peer decides when to reconnect.
+ * Applying the update never allocates, so it cannot fail for lack of memory; closing connections only needs memory
+ * for the frames that announce the closes (RST_STREAM, GOAWAY), and a failure there kills that HBONE connection
+ * instead (every connection is still closed and logged exactly once).
+ * Must not be called from inside one of the proxy's hooks (authz, access log, certificates).
+ * @u  borrowed for the call (the snapshot is referenced)
+ * Returns 0, or -EINVAL (u NULL or an invalid mtls_mode; nothing changed).
+ */
+int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_update *u);
 
 /*
  * Hand over a connection captured from a local pod (listener 15001).
@@ -203,10 +266,12 @@ int mesh_proxy_accept_inbound_plain(struct mesh_proxy *p, struct mesh_conn *c, c
                                     const struct mesh_addr *orig_dst, const struct mesh_conn_cb **cb_out,
                                     void **u_out);
 
-/* Earliest env-clock time at which mesh_proxy_on_deadline must run, or MESH_PROXY_NO_DEADLINE. */
+/* Earliest env-clock time at which mesh_proxy_on_deadline must run, or MESH_PROXY_NO_DEADLINE. While a re-check pass
+ * after mesh_proxy_update is pending this is the current env time (call back at once). */
 uint64_t mesh_proxy_next_deadline(const struct mesh_proxy *p);
 
-/* Run the timers due at now_ns: connect timeouts, TLS handshake timeouts, HTTP/2 keepalive, pool idle release. */
+/* Run the timers due at now_ns: the next slice of a pending re-check pass, connect timeouts, TLS handshake timeouts,
+ * HTTP/2 keepalive, pool idle release. */
 void mesh_proxy_on_deadline(struct mesh_proxy *p, uint64_t now_ns);
 
 /* Counters of this proxy. */

@@ -9,6 +9,11 @@
  *  - down is the client side (the captured connection, or the HBONE stream on the inbound path), up the server side
  *    (the dialled connection, or the HBONE stream on the outbound path). Before the relay starts, their upcalls are
  *    handled here; afterwards they are forwarded to the relay (A = down, B = up).
+ *  - Re-check passes (mesh_proxy_update): p->gen counts updates; a connection whose recheck_gen equals p->gen has been
+ *    checked against the current state (connections are born checked). p->recheck_next is the next connection of
+ *    p->conns to visit, or NULL when no pass is pending; it always points at a linked connection, because
+ *    proxy_conn_unlink moves it past the connection being unlinked. New connections are pushed at the head of
+ *    p->conns, behind the cursor, so a pass ends after at most one walk of the list as it was when it (re)started.
  */
 #ifndef MESH_PROXY_IMPL_H
 #define MESH_PROXY_IMPL_H
@@ -82,6 +87,7 @@ struct proxy_conn {
     int status;
     bool opened_recorded;
     bool fin_early[2]; /* a FIN that arrived before the relay started */
+    uint64_t recheck_gen; /* the p->gen this connection was last checked against */
     struct mesh_sched_item free_item;
 };
 
@@ -114,6 +120,11 @@ struct mesh_proxy {
     struct proxy_conn *conns;
     struct proxy_inbound *inbound;
     struct mesh_proxy_stats stats;
+    uint64_t gen;                     /* mesh_proxy_update count */
+    struct proxy_conn *recheck_next;  /* re-check cursor into conns; NULL: no pass pending */
+    uint32_t recheck_slice;           /* connections re-checked per call */
+    uint64_t pass_checked;            /* re-checked / closed in the current pass (for its summary log line) */
+    uint64_t pass_closed;
     bool freeing;
 };
 
@@ -130,12 +141,17 @@ struct proxy_ctx_entry *proxy_ctx_get(struct mesh_proxy *p, const struct mesh_sp
 void proxy_ctx_put(struct mesh_proxy *p, struct proxy_ctx_entry *e);
 bool proxy_workload_is_local(const struct mesh_proxy *p, const struct mesh_workload *w);
 enum mesh_proxy_verdict proxy_call_authz(struct mesh_proxy *p, struct proxy_conn *pc);
+/* The same decision for a live connection seen through other workload records (a newer snapshot). */
+enum mesh_proxy_verdict proxy_call_authz_as(struct mesh_proxy *p, const struct proxy_conn *pc,
+                                            const struct mesh_workload *src_w, const struct mesh_workload *dst_w);
 
 /* outbound.c */
 void proxy_outbound_start(struct proxy_conn *pc);
 void proxy_outbound_on_up_writable(struct proxy_conn *pc);
 void proxy_outbound_on_up_closed(struct proxy_conn *pc, int err);
 void proxy_outbound_on_timeout(struct proxy_conn *pc);
+/* Re-check a live outbound connection against p->ws; closes it ("unroutable") and returns false when it must go. */
+bool proxy_outbound_recheck(struct proxy_conn *pc);
 struct mesh_tls_ctx *proxy_pool_get_ctx(void *u, const struct mesh_spiffe_id *id);
 void proxy_pool_put_ctx(void *u, struct mesh_tls_ctx *ctx);
 
@@ -147,5 +163,7 @@ void proxy_inbound_on_up_closed(struct proxy_conn *pc, int err);
 void proxy_inbound_on_timeout(struct proxy_conn *pc);
 void proxy_inbound_free_all(struct mesh_proxy *p);
 void proxy_plain_start(struct proxy_conn *pc);
+/* Re-check a live inbound connection against p->ws, p->cfg; closes it ("denied") and returns false when it must go. */
+bool proxy_inbound_recheck(struct proxy_conn *pc);
 
 #endif /* MESH_PROXY_IMPL_H */

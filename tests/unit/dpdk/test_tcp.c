@@ -81,12 +81,16 @@ static uint16_t wire_tx(struct dp_lcore *lc, uint8_t port, struct rte_mbuf **pkt
     return n;
 }
 
+/* A second worker of B's stack (tests of the handoff between lcores); NULL in the other tests. When set, every
+ * frame for B arrives on it, as RSS would put replies of B's first worker on the "wrong" queue. */
+static struct dp_lcore *b_second;
+
 static void wire_deliver(struct wire *w, struct side *to)
 {
     int kept = 0;
     for (int i = 0; i < w->n; i++) {
         if (w->due[i] <= now_ms) {
-            dp_eth_input(&to->lc, 0, w->m[i]);
+            dp_eth_input(to == &B && b_second != NULL ? b_second : &to->lc, 0, w->m[i]);
         } else {
             w->m[kept] = w->m[i];
             w->due[kept] = w->due[i];
@@ -103,13 +107,21 @@ static void wire_flush(struct wire *w)
     w->n = 0;
 }
 
+static void lcore_step(struct dp_lcore *lc)
+{
+    lc->now_ms = now_ms;
+    dp_lcore_drain_inbox(lc);
+    dp_lcore_timers(lc);
+    dp_tcp_timers(lc);
+    dp_tcp_run_deferred(lc);
+    dp_tx_flush(lc);
+}
+
 static void side_step(struct side *s)
 {
-    s->lc.now_ms = now_ms;
-    dp_lcore_timers(&s->lc);
-    dp_tcp_timers(&s->lc);
-    dp_tcp_run_deferred(&s->lc);
-    dp_tx_flush(&s->lc);
+    if (s == &B && b_second != NULL)
+        lcore_step(b_second);
+    lcore_step(&s->lc);
 }
 
 /* Advance the clock by ms, one millisecond at a time, moving frames and running timers. */
@@ -369,6 +381,12 @@ static int teardown(void **state)
 {
     struct dp_tcp_usage ua, ub;
     (void)state;
+    if (b_second != NULL) { /* a two-worker test failed half-way */
+        B.st.n_lcores = 1;
+        dp_tcp_fini(b_second);
+        dp_lcore_fini(b_second);
+        b_second = NULL;
+    }
     /* let TIME-WAIT and retransmissions finish, then everything must be back */
     a_to_b.blackhole = b_to_a.blackhole = false;
     a_to_b.loss_pct = b_to_a.loss_pct = 0;
@@ -1268,6 +1286,48 @@ static void test_tcp_dial_from_a_non_local_source(void **state)
     capture_teardown();
 }
 
+/* ---- two workers on B: replies that reach the other worker are handed to the connection's owner ---- */
+
+static void test_tcp_replies_on_the_wrong_lcore_are_handed_over(void **state)
+{
+    static struct dp_lcore b1;
+    struct mesh_conn *c;
+    (void)state;
+    assert_int_equal(dp_lcore_init(&b1, &B.st, 12, 1, SOCKET_ID_ANY), 0);
+    b1.tx_burst = wire_tx;
+    b1.now_ms = now_ms;
+    assert_int_equal(dp_tcp_init(&b1, &test_cfg, SOCKET_ID_ANY), 0);
+    B.st.n_lcores = 2;
+    B.st.lcores[0] = &B.lc;
+    B.st.lcores[1] = &b1;
+    b_second = &b1;
+
+    /* worker 0 dials A; every reply arrives on worker 1 */
+    memset(&captured, 0, sizeof(captured));
+    captured.consume = true;
+    assert_int_equal(dp_tcp_connect(&B.lc, 0, IP_A, PORT_SRV_A, &app_cb, &captured, &c), 0);
+    captured.c = c;
+    assert_int_equal(c->local_port % 2, 0); /* a port that maps back to worker 0 */
+    assert_true(pump_until(dialed_established, 500));
+    captured.to_send = 200000;
+    captured.shut_after_send = true;
+    app_pump_writes(&captured);
+    assert_true(pump_until(a_server_accepted, 200));
+    pump(2000);
+    assert_true(dp_counter_read(&b1, DP_CNT_HANDOFF_OUT) > 0);
+    assert_int_equal(dp_counter_read(&B.lc, DP_CNT_HANDOFF_IN), dp_counter_read(&b1, DP_CNT_HANDOFF_OUT));
+    assert_int_equal(dp_counter_read(&b1, DP_CNT_TCP_NO_LISTENER), 0); /* no reply was answered with a RST */
+    assert_true(c->snd_una == c->snd_max); /* everything was acknowledged through the handoff */
+    dp_tcp_abort(c);
+    dp_tcp_abort(a_server_conn);
+    pump(20);
+
+    b_second = NULL;
+    B.st.n_lcores = 1;
+    dp_tcp_fini(&b1);
+    dp_lcore_fini(&b1);
+}
+
 /* ---- pieces ---- */
 
 static void test_tcp_sack_scoreboard_merges_and_trims(void **state)
@@ -1434,6 +1494,7 @@ int main(void)
         T(test_tcp_inbound_classes_by_port),
         T(test_tcp_not_enrolled_is_passed_through),
         T(test_tcp_dial_from_a_non_local_source),
+        T(test_tcp_replies_on_the_wrong_lcore_are_handed_over),
         T(test_tcp_relay_through_b_with_loss),
         T(test_tcp_sack_scoreboard_merges_and_trims),
         T(test_tcp_cc_windows),
