@@ -160,6 +160,12 @@ static void knode_build_redirect(struct knode *n)
         if (r->n_pod_cidrs < APP_REDIRECT_MAX_CIDRS)
             r->pod_cidrs[r->n_pod_cidrs++] = p->address;
     }
+    /* with workloads in the config, only the enrolled pods of this node are captured, as in ambient */
+    if (n->mode == APP_KNODE_MESH && n->cfg->mesh->present) {
+        r->only_enrolled = true;
+        r->n_enrolled = (int)app_mesh_local_addresses(n->cfg->mesh, n->cfg->node_name, r->enrolled,
+                                                      APP_REDIRECT_MAX_ENROLLED);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -587,6 +593,10 @@ static void knode_api_config_dump(void *ctx, const struct mgmt_request *req, str
                      cfg->mgmt.socket_path, "metrics_listen", cfg->mgmt.metrics_listen, "log", "level",
                      app_log_level_name(app_log_get_level()), "listeners", knode_listeners_json(n), "capture",
                      knode_capture_json(n), "workloads", knode_workloads_json(n), "services");
+#if ZW_KERNEL_PROXY
+    if (n->mesh != NULL) /* workloads, services, certificates and policy decisions, as the DPDK node shows them */
+        json_object_update_new(root, app_mesh_node_dump_json(n->mesh));
+#endif
     mgmt_response_json(resp, 200, root);
 }
 

@@ -447,3 +447,50 @@ int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt
     return mgmt_routes_add(routes, "GET", "/authz/check", mesh_node_api_authz_check, (void *)(uintptr_t)slot,
                            "explain an authorization decision: ?src_identity=&src=&dst=&port=", 0);
 }
+
+json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
+{
+    const struct mesh_workloads *ws = n->workloads;
+    json_t *wl = json_array(), *sv = json_array(), *certs = json_array();
+    struct app_mesh_authz_stats az;
+    char addr[64];
+
+    for (size_t i = 0; i < mesh_workloads_count(ws); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(ws, i);
+        json_t *addrs = json_array();
+        char id[512];
+        for (size_t a = 0; a < w->n_addresses; a++) {
+            mesh_addr_format(&w->addresses[a], false, addr, sizeof(addr));
+            json_array_append_new(addrs, json_string(addr));
+        }
+        mesh_spiffe_format(&w->identity, id, sizeof(id));
+        json_array_append_new(wl, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "uid", w->uid, "name",
+                                            w->name, "namespace", w->namespace, "serviceAccount", w->service_account,
+                                            "workloadIps", addrs, "node", w->node, "protocol",
+                                            mesh_tunnel_protocol_str(w->protocol), "identity", id));
+    }
+    for (size_t i = 0; i < mesh_workloads_service_count(ws); i++) {
+        const struct mesh_service *s = mesh_workloads_service_at(ws, i);
+        json_t *vips = json_array();
+        for (size_t a = 0; a < s->n_addresses; a++) {
+            mesh_addr_format(&s->addresses[a], false, addr, sizeof(addr));
+            json_array_append_new(vips, json_string(addr));
+        }
+        json_array_append_new(sv, json_pack("{s:s, s:s, s:s, s:o}", "name", s->name, "namespace", s->namespace,
+                                            "hostname", s->hostname, "vips", vips));
+    }
+    for (size_t i = 0; i < n->n_certs; i++) {
+        const struct mesh_cert_bundle *b = n->certs[i];
+        char id[512];
+        mesh_spiffe_format(mesh_identity_bundle_id(b), id, sizeof(id));
+        json_array_append_new(certs, json_pack("{s:s, s:s, s:s, s:I, s:I}", "identity", id, "state", "Available",
+                                               "serialNumber", mesh_identity_bundle_serial(b), "validFrom",
+                                               (json_int_t)mesh_identity_bundle_not_before(b), "expirationTime",
+                                               (json_int_t)mesh_identity_bundle_not_after(b)));
+    }
+    app_mesh_node_authz_stats(n, &az);
+    return json_pack("{s:o, s:o, s:o, s:I, s:{s:I, s:I, s:I}}", "workloads", wl, "services", sv, "certificates", certs,
+                     "policies", (json_int_t)mesh_authz_set_count(n->authz), "authz",
+                     "allowed", (json_int_t)az.allowed, "denied", (json_int_t)az.denied, "dry_run_denied",
+                     (json_int_t)az.dry_run_denied);
+}

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "appliance/config.h"
 #include "mesh/authz.h"
 #include "mesh/env.h"
@@ -51,6 +53,9 @@ void app_mesh_node_access_log(void *u, const struct mesh_proxy_access_record *re
 /* For /config_dump: the certificates, as ztunnel shows them (identity, state, serial, expiry). */
 size_t app_mesh_node_cert_count(const struct app_mesh_node *n);
 const struct mesh_cert_bundle *app_mesh_node_cert_at(const struct app_mesh_node *n, size_t i);
+
+/* For /config_dump: workloads, services, certificates, policy count and decisions (JSON object, new reference). */
+json_t *app_mesh_node_dump_json(const struct app_mesh_node *n);
 
 /* Decisions taken, for /stats: allowed, denied, dry-run denials logged. */
 struct app_mesh_authz_stats {

@@ -229,52 +229,6 @@ static void api_metrics_istio(struct app_api *api, struct mgmt_prom *prom)
     mesh_metrics_free(sum);
 }
 
-static json_t *api_mesh_json(const struct app_node *node)
-{
-    const struct mesh_workloads *ws = app_mesh_node_workloads(node->mesh);
-    json_t *wl = json_array(), *sv = json_array(), *certs = json_array();
-    struct app_mesh_authz_stats az;
-    char addr[64];
-
-    for (size_t i = 0; i < mesh_workloads_count(ws); i++) {
-        const struct mesh_workload *w = mesh_workloads_at(ws, i);
-        json_t *addrs = json_array();
-        char id[512];
-        for (size_t a = 0; a < w->n_addresses; a++) {
-            mesh_addr_format(&w->addresses[a], false, addr, sizeof(addr));
-            json_array_append_new(addrs, json_string(addr));
-        }
-        mesh_spiffe_format(&w->identity, id, sizeof(id));
-        json_array_append_new(wl, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "uid", w->uid, "name",
-                                            w->name, "namespace", w->namespace, "serviceAccount", w->service_account,
-                                            "workloadIps", addrs, "node", w->node, "protocol",
-                                            mesh_tunnel_protocol_str(w->protocol), "identity", id));
-    }
-    for (size_t i = 0; i < mesh_workloads_service_count(ws); i++) {
-        const struct mesh_service *s = mesh_workloads_service_at(ws, i);
-        json_t *vips = json_array();
-        for (size_t a = 0; a < s->n_addresses; a++) {
-            mesh_addr_format(&s->addresses[a], false, addr, sizeof(addr));
-            json_array_append_new(vips, json_string(addr));
-        }
-        json_array_append_new(sv, json_pack("{s:s, s:s, s:s, s:o}", "name", s->name, "namespace", s->namespace,
-                                            "hostname", s->hostname, "vips", vips));
-    }
-    for (size_t i = 0; i < app_mesh_node_cert_count(node->mesh); i++) {
-        const struct mesh_cert_bundle *b = app_mesh_node_cert_at(node->mesh, i);
-        char id[512];
-        mesh_spiffe_format(mesh_identity_bundle_id(b), id, sizeof(id));
-        json_array_append_new(certs, json_pack("{s:s, s:s, s:s, s:I, s:I}", "identity", id, "state", "Available",
-                                               "serialNumber", mesh_identity_bundle_serial(b), "validFrom",
-                                               (json_int_t)mesh_identity_bundle_not_before(b), "expirationTime",
-                                               (json_int_t)mesh_identity_bundle_not_after(b)));
-    }
-    app_mesh_node_authz_stats(node->mesh, &az);
-    return json_pack("{s:o, s:o, s:o, s:I, s:{s:I, s:I, s:I}}", "workloads", wl, "services", sv, "certificates", certs,
-                     "policies", (json_int_t)mesh_authz_set_count(app_mesh_node_authz(node->mesh)), "authz",
-                     "allowed", (json_int_t)az.allowed, "denied", (json_int_t)az.denied, "dry_run_denied",
-                     (json_int_t)az.dry_run_denied);
-}
 
 /* ---- GET /config_dump ---- */
 
@@ -388,7 +342,7 @@ static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mg
                      "config", api_config_json(node->cfg), "ports", ports, "routes", routes, "arp",
                      api_arp_table(api));
     if (node->mesh != NULL)
-        json_object_update_new(root, api_mesh_json(node));
+        json_object_update_new(root, app_mesh_node_dump_json(node->mesh));
     mgmt_response_json(resp, 200, root);
 }
 

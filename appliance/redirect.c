@@ -145,11 +145,22 @@ int app_redirect_render(const struct app_redirect_config *cfg, char *buf, size_t
         redirect_put(&o, "%s%s/%u", i ? ", " : "", app_ipv4_format(p->addr & mask_bits, ip), p->len);
     }
     redirect_put(&o, " }\n    }\n");
+    /* the enrolled pods (mesh mode); the capture matches on them as well as on the pod subnets */
+    redirect_put(&o, "    set enrolled {\n        type ipv4_addr;\n");
+    if (cfg->n_enrolled > 0) {
+        redirect_put(&o, "        elements = { ");
+        for (int i = 0; i < cfg->n_enrolled; i++)
+            redirect_put(&o, "%s%s", i ? ", " : "", app_ipv4_format(cfg->enrolled[i], ip));
+        redirect_put(&o, " }\n");
+    }
+    redirect_put(&o, "    }\n");
+    const char *src_enrolled = cfg->only_enrolled ? " ip saddr @enrolled" : "";
+    const char *dst_enrolled = cfg->only_enrolled ? " ip daddr @enrolled" : "";
 
     redirect_put(&o, "    chain nat_pre {\n        type nat hook prerouting priority dstnat; policy accept;\n");
     redirect_put(&o, "        meta mark & 0x%x == 0x%x return\n", mask, mm);
     redirect_put(&o, "        fib daddr type local return\n");
-    redirect_put(&o, "        meta l4proto tcp iifname ");
+    redirect_put(&o, "        meta l4proto tcp%s iifname ", src_enrolled);
     redirect_put_ifset(&o, cfg);
     redirect_put(&o, " redirect to :%u\n", redirect_port(cfg->outbound_port, APP_REDIRECT_OUTBOUND_PORT));
     /* "redirect" needs an address on the incoming interface; a bridge holding the pod veths may have none, so
@@ -161,10 +172,10 @@ int app_redirect_render(const struct app_redirect_config *cfg, char *buf, size_t
 
         app_ipv4_format(p->addr & mask_bits, net);
         if ((p->addr & ~mask_bits) != 0)
-            redirect_put(&o, "        meta l4proto tcp ip saddr %s/%u dnat to %s:%u\n", net, p->len,
+            redirect_put(&o, "        meta l4proto tcp ip saddr %s/%u%s dnat to %s:%u\n", net, p->len, src_enrolled,
                          app_ipv4_format(p->addr, ip), redirect_port(cfg->outbound_port, APP_REDIRECT_OUTBOUND_PORT));
         else
-            redirect_put(&o, "        meta l4proto tcp ip saddr %s/%u redirect to :%u\n", net, p->len,
+            redirect_put(&o, "        meta l4proto tcp ip saddr %s/%u%s redirect to :%u\n", net, p->len, src_enrolled,
                          redirect_port(cfg->outbound_port, APP_REDIRECT_OUTBOUND_PORT));
     }
     redirect_put(&o, "    }\n");
@@ -187,12 +198,12 @@ int app_redirect_render(const struct app_redirect_config *cfg, char *buf, size_t
     redirect_put_ifset(&o, cfg);
     redirect_put(&o, " return\n");
     redirect_put(&o, "        ip saddr @pod_cidrs return\n");
-    redirect_put(&o, "        meta l4proto tcp ip daddr @pod_cidrs tcp dport %u",
+    redirect_put(&o, "        meta l4proto tcp ip daddr @pod_cidrs%s tcp dport %u", dst_enrolled,
                  redirect_port(cfg->hbone_port, APP_REDIRECT_HBONE_PORT));
     redirect_put(&o, " tproxy to :%u meta mark set 0x%x accept\n",
                  redirect_port(cfg->hbone_port, APP_REDIRECT_HBONE_PORT), cm);
-    redirect_put(&o, "        meta l4proto tcp ip daddr @pod_cidrs tproxy to :%u meta mark set 0x%x accept\n    }\n}\n",
-                 redirect_port(cfg->inbound_plain_port, APP_REDIRECT_INBOUND_PLAIN_PORT), cm);
+    redirect_put(&o, "        meta l4proto tcp ip daddr @pod_cidrs%s tproxy to :%u meta mark set 0x%x accept\n    }\n}\n",
+                 dst_enrolled, redirect_port(cfg->inbound_plain_port, APP_REDIRECT_INBOUND_PLAIN_PORT), cm);
     if (o.full)
         return -ENOSPC;
     return (int)o.pos;

@@ -64,6 +64,8 @@
 #define APP_REDIRECT_INBOUND_PLAIN_PORT 15006
 #define APP_REDIRECT_HBONE_PORT 15008
 
+#define APP_REDIRECT_MAX_ENROLLED 1024
+
 struct app_redirect_config {
     const char *node_name; /* [a-z0-9.-]; the table is "zwire_<node_name>" */
     int n_pod_ifs;
@@ -78,6 +80,10 @@ struct app_redirect_config {
     bool allow_init_netns;                                    /* permit the machine's initial network namespace */
     bool same_node_hbone; /* loop our own dials to <local pod>:15008 back to the 15008
                            * listener (mesh mode; a passthrough must reach the pod) */
+    bool only_enrolled;   /* mesh mode: capture only flows from (outbound) or to (inbound) the enrolled pods below;
+                           * everything else is routed by the kernel untouched, as ambient leaves non-mesh pods */
+    int n_enrolled;
+    uint32_t enrolled[APP_REDIRECT_MAX_ENROLLED]; /* host order */
 };
 
 /*

@@ -514,10 +514,17 @@ static void tcp_deliver(struct mesh_conn *c)
         c->flags |= TCPF_ACK_NOW;
 }
 
+/*
+ * The owner hears on_closed when the connection is over for it: at once after a reset or a timeout, and for an
+ * orderly close only once our FIN is acknowledged AND every byte and the peer's FIN have been handed up. TIME-WAIT
+ * alone is not enough: the owner may still have data to read (reading paused for backpressure).
+ */
 static bool tcp_closed_for_owner(const struct mesh_conn *c)
 {
-    return c->state == DP_TCP_CLOSED || c->state == DP_TCP_TIME_WAIT ||
-           ((c->flags & (TCPF_FIN_ACKED | TCPF_PEER_FIN_TOLD)) == (TCPF_FIN_ACKED | TCPF_PEER_FIN_TOLD));
+    if (c->state == DP_TCP_CLOSED && c->close_err != 0)
+        return true;
+    return (c->flags & (TCPF_FIN_ACKED | TCPF_PEER_FIN_TOLD)) == (TCPF_FIN_ACKED | TCPF_PEER_FIN_TOLD) &&
+           c->rcvq.bytes == 0;
 }
 
 static void tcp_process_deferred(struct mesh_conn *c)
@@ -549,8 +556,7 @@ static void tcp_process_deferred(struct mesh_conn *c)
                     goto out;
             }
         }
-        if (tcp_closed_for_owner(c) && !(c->flags & TCPF_CLOSED_TOLD) &&
-            (c->state != DP_TCP_CLOSED || c->rcvq.bytes == 0 || c->close_err != 0)) {
+        if (tcp_closed_for_owner(c) && !(c->flags & TCPF_CLOSED_TOLD)) {
             c->flags |= TCPF_CLOSED_TOLD;
             c->flags &= ~TCPF_OWNED;
             c->cb->on_closed(c->u, c->close_err);

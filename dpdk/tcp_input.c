@@ -630,7 +630,8 @@ static void input_fin(struct mesh_conn *c, const struct tcp_seg *s)
 static void input_synchronized(struct mesh_conn *c, struct tcp_seg *s)
 {
     /* PAWS (RFC 7323 §5.3) */
-    if ((c->flags & TCPF_TS_OK) && s->o.ts_ok && !has(s, RTE_TCP_RST_FLAG) && SEQ_LT(s->o.ts_val, c->ts_recent) &&
+    /* one tick of slack, as Linux allows: segments sent within the same clock tick may arrive reordered */
+    if ((c->flags & TCPF_TS_OK) && s->o.ts_ok && !has(s, RTE_TCP_RST_FLAG) && SEQ_LT(s->o.ts_val + 1, c->ts_recent) &&
         c->lc->now_ms - c->ts_recent_ms < TCP_PAWS_IDLE_MS) {
         dp_count(c->lc, DP_CNT_TCP_PAWS_REJECTED);
         c->flags |= TCPF_ACK_NOW;
@@ -647,6 +648,16 @@ static void input_synchronized(struct mesh_conn *c, struct tcp_seg *s)
             c->flags |= TCPF_ACK_NOW;
             if (c->state == DP_TCP_TIME_WAIT && has(s, RTE_TCP_FIN_FLAG))
                 c->timewait_at = c->lc->now_ms + tcp_of(c->lc)->cfg.time_wait_ms; /* their FIN again */
+            /* RFC 9293 §3.10.7.4: with a closed window no segment is acceptable, "but special allowance should be
+             * made to accept valid ACKs": the data is dropped, the acknowledgment still counts */
+            if (has(s, RTE_TCP_ACK_FLAG) && !has(s, RTE_TCP_SYN_FLAG) && c->state >= DP_TCP_ESTABLISHED &&
+                c->state != DP_TCP_TIME_WAIT && (SEQ_GT(s->ack, c->snd_una) || c->snd_wnd == 0)) {
+                c->last_rx_ms = c->lc->now_ms;
+                struct tcp_seg ack_only = *s;
+                ack_only.len = 0;
+                ack_only.flags &= (uint8_t)~RTE_TCP_FIN_FLAG;
+                input_ack(c, &ack_only);
+            }
         }
         return;
     }

@@ -186,11 +186,14 @@ uint16_t tcp_window_field(struct mesh_conn *c)
 
     /* never move the right edge left (RFC 9293 §3.8.6), and move it right only by a useful amount: at least a
      * segment or half the buffer (receiver SWS avoidance, §3.8.6.2.2) */
-    if (SEQ_LT(c->rcv_nxt + win, c->rcv_adv + RTE_MIN((uint32_t)c->mss, tcp_of(c->lc)->cfg.rcvbuf_max / 2)))
+    if (SEQ_LT(c->rcv_nxt + win, c->rcv_adv + RTE_MIN((uint32_t)c->mss, tcp_of(c->lc)->cfg.rcvbuf_max / 2))) {
         win = SEQ_GT(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+        win = (win + (1u << shift) - 1) & ~((1u << shift) - 1); /* scaling rounds up: the edge never moves left */
+    } else {
+        win &= ~((1u << shift) - 1); /* what the peer will see */
+    }
     if ((win >> shift) > 65535)
         win = 65535u << shift;
-    win &= ~((1u << shift) - 1); /* what the peer will see */
     c->rcv_adv = c->rcv_nxt + win;
     return (uint16_t)(win >> shift);
 }

@@ -215,7 +215,10 @@ static void timer_fire(struct mesh_conn *c, uint64_t now)
     if (c->timewait_at != 0 && c->timewait_at <= now) {
         c->timewait_at = 0;
         tcp_set_state(c, DP_TCP_CLOSED);
-        tcp_release_or_defer(c);
+        if (c->flags & TCPF_OWNED)
+            tcp_defer(c); /* the owner still has bytes to read: it hears on_closed after them */
+        else
+            tcp_release_or_defer(c);
         return;
     }
     if (c->rtx_at != 0 && c->rtx_at <= now)

@@ -150,7 +150,11 @@ static void outbound_start_passthrough(struct proxy_conn *pc)
     pc->deadline_ns = mesh_env_now(p->env) + p->cfg.connect_timeout_ns;
     proxy_conn_record_open(pc);
     pc->up_ops = p->ops;
-    int rc = p->ops->dial(p->backend, NULL, &pc->target, &proxy_side_cb, &pc->side[1], &pc->up);
+    /* from the pod's own address, as a connection the pod opened itself would be (ztunnel dials from inside the pod's
+     * network namespace); any source port */
+    struct mesh_addr src = pc->src;
+    src.port = 0;
+    int rc = p->ops->dial(p->backend, &src, &pc->target, &proxy_side_cb, &pc->side[1], &pc->up);
     if (rc != 0) {
         pc->up = NULL;
         proxy_conn_teardown(pc, rc == -ECONNREFUSED ? MESH_ERR_UPSTREAM_REFUSED : rc);

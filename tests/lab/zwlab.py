@@ -17,7 +17,9 @@ A topology is described as data (a dict, or JSON on the command line):
 Node kinds:
   zwire  build/zwire runs inside the node netns and holds dp-pods and dp-fab through DPDK af_packet;
   linux  the node netns routes with the kernel (the baseline, and the lab's own self-check);
-  host   a bare endpoint on the fabric (an address on dp-fab and routes; no pods, no forwarding).
+  host   a bare endpoint on the fabric (an address on dp-fab and routes; no pods, no forwarding);
+  zwire-kernel  `zwire --backend kernel` in a kernel-routed node netns (addresses, routes and forwarding as
+         for linux; zwire captures pod traffic with its nft rules; ports are devargs "kernel:<ifname>").
 
 Inside node netns `zw<id>-<node>` (node "node1" gives `zw<id>-n1`):
   dp-fab    fabric veth end; its peer is dp-fab in the other node's netns (exactly two nodes per fabric);
@@ -26,6 +28,19 @@ Inside node netns `zw<id>-<node>` (node "node1" gives `zw<id>-n1`):
 Each pod is netns `zw<id>-p<pod>` with eth0 holding <ip>/32, an on-link route to the gateway (the
 first host of pods_cidr) and a default route through it. The /32 makes every packet between two pods
 of one node go through the node's router, as in most Kubernetes CNIs.
+A pod with "wan": true (bridge mode only) reaches its node through a WAN netns `zw<id>-w<pod>`
+(Lab.ns("wan-<pod>")): its eth0 pairs with `w-pod`, `w-node` pairs with `v-<pod>` on br-pods, and
+kernel bridge `br-wan` joins the two. A test detaches them from br-wan (Lab.wan_detach) to put a
+userspace delay/jitter bridge of its own in between, then reattaches them (Lab.wan_attach).
+
+A description may also carry "mesh": the mesh groups every zwire node gets, the same text on each,
+written as JSON that mirrors the libconfig keys (appliance/config_mesh.c, config_authz.c):
+    "mesh": {"mesh": {"trust_domain": "cluster.local", "mtls_mode": "PERMISSIVE"},
+             "workloads": [{"name": "a", "namespace": "default", "service_account": "sa-a", "pod": "a"}, ...],
+             "services": [...], "policies": [...]}
+A workload's "pod" fills in its addresses and node from the pod. Unless mesh.certificates names a CA, a
+P-256 CA is generated in the run dir (ca.pem, ca.key) and shared by all nodes. Lab.restart_zwire(node)
+re-renders the node's config from the (possibly changed) description and starts zwire again.
 
 Everything created is named after the run id, recorded in /run/zwire/<id>/state.json as soon as it
 exists, and removed by Lab.down(), which a context manager, atexit and SIGTERM/SIGHUP/SIGINT all reach.
@@ -99,7 +114,9 @@ BENCH_DESC = {
 }
 
 NAMED_DESCS = {"default": DEFAULT_DESC, "bench": BENCH_DESC}
-NODE_KINDS = ("zwire", "linux", "host")
+NODE_KINDS = ("zwire", "linux", "host", "zwire-kernel")
+ZWIRE_KINDS = ("zwire", "zwire-kernel")  # nodes that run zwire
+ROUTER_KINDS = ("zwire", "linux", "zwire-kernel")
 
 
 class LabError(Exception):
@@ -300,6 +317,8 @@ def normalize_desc(desc, kind_override=None):
             raise LabError(f"pod {p['name']}: {p['ip']} outside {node['pods_cidr']}")
         if len("v-" + p["name"]) > IFNAMSIZ_MAX:
             raise LabError(f"pod name {p['name']} too long")
+        if p.get("wan") and node.get("pods_mode", "bridge") != "bridge":
+            raise LabError(f"pod {p['name']}: wan needs pods_mode bridge")
     for n in nodes:
         mine = [p for p in pods if p["node"] == n["name"]]
         if n["kind"] != "host" and n["pods_mode"] == "direct" and len(mine) != 1:
@@ -379,6 +398,37 @@ class BgProc:
             return ""
 
 
+def libconfig_value(v, indent="  "):
+    """JSON-ish data as libconfig text: dict -> group, list of scalars -> array, other lists -> list."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        inner = indent + "  "
+        body = "".join(f"\n{inner}{k} = {libconfig_value(x, inner)};" for k, x in v.items())
+        return "{" + body + f"\n{indent}}}"
+    if isinstance(v, (list, tuple)):
+        if all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+            return "[ " + ", ".join(libconfig_value(x) for x in v) + " ]"
+        inner = indent + "  "
+        return "(" + ",".join(f"\n{inner}{libconfig_value(x, inner)}" for x in v) + f"\n{indent})"
+    raise LabError(f"cannot write {type(v).__name__} {v!r} as libconfig")
+
+
+def make_ca(run_dir, trust_domain):
+    """A P-256 mesh CA (basicConstraints CA:TRUE) in run_dir; returns (cert path, key path)."""
+    key, pem = os.path.join(run_dir, "ca.key"), os.path.join(run_dir, "ca.pem")
+    if not (os.path.exists(key) and os.path.exists(pem)):
+        run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key])
+        run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", f"/O={trust_domain}", "-days", "30",
+             "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", pem])
+    return pem, key
+
+
 class Lab:
     """One topology. Use as a context manager, or call up() and down() yourself."""
 
@@ -408,6 +458,8 @@ class Lab:
             return f"{self.run_id}-{node_short(name)}"
         if name in self.pods:
             return f"{self.run_id}-p{name}"
+        if name.startswith("wan-") and name[4:] in self.pods and self.pods[name[4:]].get("wan"):
+            return f"{self.run_id}-w{name[4:]}"
         if name.startswith(self.run_id + "-"):
             return name
         raise LabError(f"unknown node or pod {name}")
@@ -496,13 +548,15 @@ class Lab:
 
     def _build(self):
         nodes = self.desc["nodes"]
-        if any(n["kind"] == "zwire" for n in nodes):
+        if any(n["kind"] in ZWIRE_KINDS for n in nodes):
             self.zwire_bin()
         fabric_len = ipaddress.ip_network(self.desc["fabric_cidr"]).prefixlen
         for n in nodes:
             self._add_netns(self.ns(n["name"]))
         for p in self.pods.values():
             self._add_netns(self.ns(p["name"]))
+            if p.get("wan"):
+                self._add_netns(self.ns("wan-" + p["name"]))
         log(f"run {self.run_id}: netns {' '.join(self.state['netns'])}")
 
         n1, n2 = (self.ns(n["name"]) for n in nodes)
@@ -519,9 +573,9 @@ class Lab:
 
         for n in nodes:
             ns = self.ns(n["name"])
-            if n["kind"] in ("linux", "host"):
+            if n["kind"] in ("linux", "host", "zwire-kernel"):
                 self.ip(ns, "addr", "add", f"{n['fabric_ip']}/{fabric_len}", "dev", "dp-fab")
-                if n["kind"] == "linux":
+                if n["kind"] in ("linux", "zwire-kernel"):
                     plen = ipaddress.ip_network(n["pods_cidr"]).prefixlen
                     self.ip(ns, "addr", "add", f"{n['gateway']}/{plen}", "dev", "dp-pods")
                     self.sysctl(ns, {"net.ipv4.ip_forward": 1,
@@ -531,8 +585,11 @@ class Lab:
                 for other in nodes:
                     if other is not n and other["kind"] != "host":
                         self.ip(ns, "route", "add", other["pods_cidr"], "via", other["fabric_ip"])
+                if n["kind"] == "zwire-kernel":
+                    # bridged pod frames must not meet zwire's nat hook (appliance/redirect.h)
+                    self.sysctl(ns, {"net.bridge.bridge-nf-call-iptables": 0})
         for n in nodes:
-            if n["kind"] == "zwire":
+            if n["kind"] in ZWIRE_KINDS:
                 self.start_zwire(n["name"])
 
     def _build_pods_port(self, n):
@@ -550,8 +607,11 @@ class Lab:
             self.ip(ns, "link", "set", "dev", "up", "up")
             for pod in mine:
                 end = f"v-{pod['name']}"
-                run(["ip", "link", "add", end, "netns", ns, "type", "veth", "peer", "name", "eth0",
-                     "netns", self.ns(pod["name"])])
+                if pod.get("wan"):
+                    self._build_wan(pod, ns, end)
+                else:
+                    run(["ip", "link", "add", end, "netns", ns, "type", "veth", "peer", "name", "eth0",
+                         "netns", self.ns(pod["name"])])
                 self.ip(ns, "link", "set", "dev", end, "master", "br-pods")
                 self._offloads_off(ns, end, dpdk_side=False)
                 self.ip(ns, "link", "set", "dev", end, "up")
@@ -559,6 +619,40 @@ class Lab:
         self._dpdk_side(ns, "dp-pods", n["kind"])
         for pod in mine:
             self._build_pod(pod, n)
+
+    def _build_wan(self, pod, node_ns, end):
+        """pod eth0 <-> w-pod [br-wan] w-node <-> v-<pod> (on the node's br-pods)."""
+        wns = self.ns("wan-" + pod["name"])
+        run(["ip", "link", "add", "w-pod", "netns", wns, "type", "veth", "peer", "name", "eth0",
+             "netns", self.ns(pod["name"])])
+        run(["ip", "link", "add", "w-node", "netns", wns, "type", "veth", "peer", "name", end,
+             "netns", node_ns])
+        self.ip(wns, "link", "add", "name", "br-wan", "type", "bridge")
+        for dev in ("w-pod", "w-node"):
+            self._offloads_off(wns, dev, dpdk_side=True)
+            self.ip(wns, "link", "set", "dev", dev, "master", "br-wan")
+            self.ip(wns, "link", "set", "dev", dev, "up")
+        self.ip(wns, "link", "set", "dev", "br-wan", "up")
+
+    def wan_detach(self, pod):
+        """Takes w-pod and w-node off br-wan: the pod is cut off until a bridge process joins them."""
+        wns = self.ns("wan-" + pod)
+        for dev in ("w-pod", "w-node"):
+            self.ip(wns, "link", "set", "dev", dev, "nomaster")
+
+    def wan_attach(self, pod):
+        """Puts w-pod and w-node back on the kernel bridge br-wan."""
+        wns = self.ns("wan-" + pod)
+        for dev in ("w-pod", "w-node"):
+            self.ip(wns, "link", "set", "dev", dev, "master", "br-wan")
+
+    def nft(self, ns, ruleset):
+        """Loads an nftables ruleset (text for nft -f) into a netns of this run."""
+        run(["ip", "netns", "exec", self.ns(ns), "nft", "-f", "-"], input_text=ruleset)
+
+    def nft_delete(self, ns, family, table):
+        """Deletes one nftables table from a netns of this run; a missing table is not an error."""
+        run(["ip", "netns", "exec", self.ns(ns), "nft", "delete", "table", family, table], check=False)
 
     def _build_pod(self, pod, node):
         ns = self.ns(pod["name"])
@@ -596,6 +690,22 @@ class Lab:
         n = self.nodes[node]
         fabric_len = ipaddress.ip_network(self.desc["fabric_cidr"]).prefixlen
         plen = ipaddress.ip_network(n["pods_cidr"]).prefixlen
+        if n["kind"] == "zwire-kernel":
+            # The kernel path: the netns owns the interfaces, addresses and routes; zwire names the ports.
+            return "\n".join([
+                f"# generated by zwlab for run {self.run_id} (zwire --backend kernel)",
+                f'node = {{ name = "{node}"; }};',
+                "ports = (",
+                f'  {{ name = "pods"; role = "pods"; devargs = "kernel:dp-pods"; '
+                f'address = "{n["gateway"]}/{plen}"; }},',
+                f'  {{ name = "fabric"; role = "fabric"; devargs = "kernel:dp-fab"; '
+                f'address = "{n["fabric_ip"]}/{fabric_len}"; }}',
+                ");",
+                f'mgmt = {{ socket = "{self.socket_path(node)}"; metrics_listen = "127.0.0.1:{METRICS_PORT}"; }};',
+                f'log = {{ level = "{n.get("log_level", "info")}"; }};',
+                self.mesh_config(),
+                n.get("config_extra", ""),
+            ]) + "\n"
         routes = [o for o in self.desc["nodes"] if o is not n and o["kind"] != "host"]
         # EAL makes the lowest listed lcore the main one unless told otherwise, so the first
         # lcore of the description is passed as --main-lcore too: "1,0" puts the worker on 0.
@@ -625,9 +735,38 @@ class Lab:
             f"extra_args = [ {extra} ]; }};",
             f'mgmt = {{ socket = "{self.socket_path(node)}"; metrics_listen = "127.0.0.1:{METRICS_PORT}"; }};',
             f'log = {{ level = "{n.get("log_level", "info")}"; }};',
+            self.mesh_config(),  # the mesh groups, the same on every node ("" without desc["mesh"])
             n.get("config_extra", ""),  # more groups for this node (tcp, forwarders, ...), libconfig text
         ]
         return "\n".join(lines) + "\n"
+
+    def mesh_config(self):
+        """The libconfig text of desc["mesh"] (see the module doc), with a generated CA unless one is named."""
+        mesh = self.desc.get("mesh")
+        if not mesh:
+            return ""
+        mesh = copy.deepcopy(mesh)
+        group = mesh.setdefault("mesh", {})
+        certs = group.setdefault("certificates", {})
+        if "ca_cert" not in certs and certs.get("source", "local_ca") == "local_ca":
+            certs["ca_cert"], certs["ca_key"] = make_ca(self.run_dir, group.get("trust_domain", "cluster.local"))
+        for w in mesh.get("workloads", []):
+            pod = w.pop("pod", None)
+            if pod is not None:
+                if pod not in self.pods:
+                    raise LabError(f"mesh workload {w.get('name')}: no pod {pod}")
+                w.setdefault("addresses", [self.pods[pod]["ip"]])
+                w.setdefault("node", self.pods[pod]["node"])
+        return "\n".join(f"{k} = {libconfig_value(v)};" for k, v in mesh.items())
+
+    def restart_zwire(self, node, timeout=STOP_TIMEOUT_S):
+        """Stops a node's zwire (SIGTERM; its exit code must be 0) and starts it from a fresh config."""
+        proc = self.daemons.get(node)
+        if proc is not None:
+            rc = self.stop_bg(proc, timeout)
+            if rc != 0:
+                raise LabError(f"{node}: zwire exited {rc} on SIGTERM:\n{proc.log_tail()}")
+        return self.start_zwire(node)
 
     def start_zwire(self, node):
         """Starts zwire for a node inside its netns and waits until /healthz/ready answers 200."""
@@ -638,10 +777,14 @@ class Lab:
         sock = self.socket_path(node)
         if len(sock) >= 100:
             raise LabError(f"socket path too long: {sock}")
-        prefix = self.file_prefix(node)
-        if prefix not in self.state["dpdk_prefixes"]:
-            self.state["dpdk_prefixes"].append(prefix)
-        proc = self.start_bg(node, [exe, "--config", cfg], f"zwire-{node}")
+        argv = [exe, "--config", cfg]
+        if self.nodes[node]["kind"] == "zwire-kernel":
+            argv += ["--backend", "kernel"]
+        else:
+            prefix = self.file_prefix(node)
+            if prefix not in self.state["dpdk_prefixes"]:
+                self.state["dpdk_prefixes"].append(prefix)
+        proc = self.start_bg(node, argv, f"zwire-{node}")
         self.daemons[node] = proc
         self.wait_ready(node, READY_TIMEOUT_S)
         log(f"{node}: zwire ready (pid {proc.pid}, socket {sock})")
@@ -841,7 +984,7 @@ def cmd_up(args):
     lab.detach()
     print(f"run {lab.run_id} is up (run dir {lab.run_dir})")
     for n in lab.desc["nodes"]:
-        extra = f", socket {lab.socket_path(n['name'])}" if n["kind"] == "zwire" else ""
+        extra = f", socket {lab.socket_path(n['name'])}" if n["kind"] in ZWIRE_KINDS else ""
         print(f"  {n['name']:6} {n['kind']:6} netns {lab.ns(n['name'])}{extra}")
     for p in lab.desc["pods"]:
         print(f"  pod {p['name']:4} {p['ip']:12} netns {lab.ns(p['name'])}")
@@ -890,7 +1033,7 @@ def main(argv=None):
     up = sub.add_parser("up", help="build a topology and leave it running")
     up.add_argument("desc", nargs="?", help="JSON file, or 'default' / 'bench'")
     up.add_argument("--build", default="build", help="build dir with zwire and zwirectl")
-    up.add_argument("--kind", choices=NODE_KINDS[:2], help="override the kind of every router node")
+    up.add_argument("--kind", choices=ROUTER_KINDS, help="override the kind of every router node")
     down = sub.add_parser("down", help="tear runs down (all recorded runs if no id given)")
     down.add_argument("ids", nargs="*")
     down.add_argument("--all", action="store_true")

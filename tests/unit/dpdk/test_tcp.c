@@ -1098,6 +1098,67 @@ static void relay_run(uint64_t bytes, uint64_t budget_ms)
     dp_tcp_unlisten(&A.lc, ls);
 }
 
+/* The server closes its side first, while the client still sends: the client's FIN must still reach it. */
+static bool sink_got_fin(void)
+{
+    return sink.peer_fin > 0;
+}
+
+static void test_tcp_relay_server_closes_first(void **state)
+{
+    int err = 0;
+    struct dp_tcp_listener *lf = dp_tcp_listen(&B.lc, 0, PORT_FWD, NULL, fw_accept, NULL, &err);
+    struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
+    (void)state;
+    memset(&fw, 0, sizeof(fw));
+    client_open(&client, PORT_FWD);
+    assert_true(pump_until(client_established, 200));
+    pump(20);
+    assert_non_null(sink.c);
+    sink.to_send = 100000;
+    sink.shut_after_send = true;
+    app_pump_writes(&sink);
+    pump(200);
+    assert_int_equal(client.peer_fin, 1);
+    client.to_send = 3u << 20;
+    client.shut_after_send = true;
+    app_pump_writes(&client);
+    assert_true(pump_until(sink_got_fin, 20000));
+    assert_int_equal(sink.received, 3u << 20);
+    assert_true(pump_until(relay_finished, 5000));
+    assert_int_equal(fw.err, 0);
+    dp_tcp_unlisten(&B.lc, lf);
+    dp_tcp_unlisten(&A.lc, ls);
+}
+
+/* Both directions at once, the server finishing first: every byte and both FINs get through. */
+static void test_tcp_relay_both_ways_server_first(void **state)
+{
+    int err = 0;
+    struct dp_tcp_listener *lf = dp_tcp_listen(&B.lc, 0, PORT_FWD, NULL, fw_accept, NULL, &err);
+    struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
+    (void)state;
+    memset(&fw, 0, sizeof(fw));
+    client_open(&client, PORT_FWD);
+    assert_true(pump_until(client_established, 200));
+    pump(20);
+    assert_non_null(sink.c);
+    sink.to_send = 2u << 20;
+    sink.shut_after_send = true;
+    client.to_send = 6u << 20;
+    client.shut_after_send = true;
+    app_pump_writes(&sink);
+    app_pump_writes(&client);
+    assert_true(pump_until(sink_got_fin, 30000));
+    assert_int_equal(sink.received, 6u << 20);
+    assert_int_equal(client.received, 2u << 20);
+    assert_int_equal(sink.mismatches + client.mismatches, 0);
+    assert_true(pump_until(relay_finished, 5000));
+    assert_int_equal(fw.err, 0);
+    dp_tcp_unlisten(&B.lc, lf);
+    dp_tcp_unlisten(&A.lc, ls);
+}
+
 static void test_tcp_relay_through_b(void **state)
 {
     (void)state;
@@ -1489,6 +1550,8 @@ int main(void)
         T(test_tcp_paws_rejects_old_timestamp),
         T(test_tcp_time_wait_reused_by_new_syn),
         T(test_tcp_relay_through_b),
+        T(test_tcp_relay_server_closes_first),
+        T(test_tcp_relay_both_ways_server_first),
         T(test_tcp_checksum_offload_when_the_port_has_it),
         T(test_tcp_outbound_capture_answers_as_the_original_destination),
         T(test_tcp_inbound_classes_by_port),
