@@ -230,6 +230,54 @@ static void api_metrics_istio(struct app_api *api, struct mgmt_prom *prom)
 }
 
 
+/* ---- GET /tcp/connections: every connection block of every lcore ---- */
+
+#define API_TCP_LIST_MAX 4096
+
+struct api_tcp_list {
+    size_t n;
+    struct dp_tcp_conn_info conns[API_TCP_LIST_MAX];
+};
+
+static void api_tcp_list_on_lcore(struct dp_lcore *lc, void *arg)
+{
+    struct api_tcp_list *l = arg;
+    l->n = dp_tcp_list(lc, l->conns, API_TCP_LIST_MAX);
+}
+
+static void api_tcp_connections(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct app_api *api = ctx;
+    const struct app_node *node = api->node;
+    json_t *arr = json_array();
+    (void)req;
+
+    for (int i = 0; i < node->stack.n_lcores; i++) {
+        struct dp_lcore *lc = &node->lcores[i];
+        struct api_tcp_list *l = &api->tcp_lists[i];
+        char a[16], b[16];
+        if (dp_lcore_rpc_call(lc, api_tcp_list_on_lcore, l, API_RPC_TIMEOUT_MS) < 0)
+            continue;
+        for (size_t k = 0; k < l->n; k++) {
+            const struct dp_tcp_conn_info *c = &l->conns[k];
+            json_array_append_new(
+                arr, json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+                               "s:I, s:I, s:b}",
+                               "lcore", (json_int_t)lc->lcore_id, "local", app_ipv4_format(c->local_ip, a),
+                               "local_port", (json_int_t)c->local_port, "remote", app_ipv4_format(c->remote_ip, b),
+                               "remote_port", (json_int_t)c->remote_port, "state",
+                               dp_tcp_state_name((enum dp_tcp_state)c->state), "snd_una", (json_int_t)c->snd_una,
+                               "snd_nxt", (json_int_t)c->snd_nxt, "snd_max", (json_int_t)c->snd_max, "snd_queued",
+                               (json_int_t)c->snd_queued, "snd_wnd", (json_int_t)c->snd_wnd, "cwnd",
+                               (json_int_t)c->cwnd, "ssthresh", (json_int_t)c->ssthresh, "rcv_queued",
+                               (json_int_t)c->rcv_queued, "rcv_ooo", (json_int_t)c->rcv_ooo, "rcv_space",
+                               (json_int_t)c->rcv_space, "srtt_us", (json_int_t)c->srtt_us, "rto_ms",
+                               (json_int_t)c->rto_ms, "flags", (json_int_t)c->flags, "owned", c->owned));
+        }
+    }
+    mgmt_response_json(resp, 200, arr);
+}
+
 /* ---- GET /config_dump ---- */
 
 struct api_arp_snapshot {
@@ -510,7 +558,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
 
     api->arp_snaps = calloc(DP_MAX_LCORES, sizeof(*api->arp_snaps));
     api->tcp_usage = calloc(DP_MAX_LCORES, sizeof(*api->tcp_usage));
-    if (api->arp_snaps == NULL || api->tcp_usage == NULL)
+    api->tcp_lists = calloc(DP_MAX_LCORES, sizeof(*api->tcp_lists));
+    if (api->arp_snaps == NULL || api->tcp_usage == NULL || api->tcp_lists == NULL)
         return -ENOMEM;
     rc |= mgmt_routes_add(routes, "GET", "/healthz/ready", api_ready, api, "200 once the data plane runs",
                           MGMT_ROUTE_TCP);
@@ -524,6 +573,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
     rc |= mgmt_routes_add(routes, "POST", "/logging", api_logging, api,
                           "show or set the log level: ?level=error|warn|info|debug", 0);
     rc |= mgmt_routes_add(routes, "POST", "/quitquitquit", api_quit, api, "drain and exit", 0);
+    rc |= mgmt_routes_add(routes, "GET", "/tcp/connections", api_tcp_connections, api,
+                          "every TCP connection block: state, sequence, windows, queues (JSON)", 0);
     rc |= mgmt_routes_add(routes, "PUT", "/config", api_put_config, api,
                           "apply a new config file (body): mesh, workloads, services and policies change live", 0);
     return rc < 0 ? -EINVAL : 0;
@@ -536,4 +587,6 @@ void app_api_fini(struct app_api *api)
     api->arp_snaps = NULL;
     free(api->tcp_usage);
     api->tcp_usage = NULL;
+    free(api->tcp_lists);
+    api->tcp_lists = NULL;
 }

@@ -10,6 +10,7 @@
 
 struct api_arp_snapshot;
 struct dp_tcp_usage;
+struct api_tcp_list;
 
 struct app_api {
     struct app_node *node;
@@ -17,6 +18,7 @@ struct app_api {
     uint32_t quit;                       /* set by POST /quitquitquit */
     struct api_arp_snapshot *arp_snaps;  /* one per lcore: RPC targets that outlive a timed-out call */
     struct dp_tcp_usage *tcp_usage;      /* likewise */
+    struct api_tcp_list *tcp_lists;      /* likewise */
 };
 
 /* Register every endpoint on routes with api as context. 0, -ENOMEM or -EINVAL. */

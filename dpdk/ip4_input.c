@@ -101,7 +101,11 @@ static bool ip4_mesh_tcp(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m, 
     if (lc->tcp == NULL || rte_pktmbuf_data_len(m) < ihl + sizeof(*th))
         return false;
     th = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
-    if (tcp_conn_lookup(lc->tcp, dst, rte_be_to_cpu_16(th->dst_port), src, rte_be_to_cpu_16(th->src_port)) != NULL) {
+    struct mesh_conn *c = tcp_conn_lookup(lc->tcp, dst, rte_be_to_cpu_16(th->dst_port), src,
+                                          rte_be_to_cpu_16(th->src_port));
+    bool new_syn = (th->tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) == RTE_TCP_SYN_FLAG;
+    /* a new SYN on a 4-tuple still in TIME-WAIT is a new flow: classify it (the capture takes over the block) */
+    if (c != NULL && !(new_syn && c->state == DP_TCP_TIME_WAIT)) {
         dp_count(lc, DP_CNT_TCP_TRANSPARENT_IN);
         dp_tcp_input(lc, m, ihl);
         return true;

@@ -139,6 +139,23 @@ struct dp_tcp_usage {
     uint32_t listeners;
 };
 
+/* One connection, for listings (GET /tcp/connections). Addresses host order. */
+struct dp_tcp_conn_info {
+    uint32_t local_ip, remote_ip;
+    uint16_t local_port, remote_port;
+    uint8_t state;
+    uint32_t snd_una, snd_nxt, snd_max;  /* relative to the ISS */
+    uint32_t snd_queued;                 /* bytes from snd_una to the end of the send buffer */
+    uint32_t snd_wnd, cwnd, ssthresh;
+    uint32_t rcv_queued, rcv_ooo, rcv_space;
+    uint32_t srtt_us, rto_ms;
+    uint32_t flags;
+    bool owned;
+};
+
+/* Fill up to max connections of lc (call on the owning lcore). Returns how many were filled. */
+size_t dp_tcp_list(const struct dp_lcore *lc, struct dp_tcp_conn_info *out, size_t max);
+
 /* A consistent count when called on the owning lcore (use an RPC from elsewhere). */
 void dp_tcp_usage(const struct dp_lcore *lc, struct dp_tcp_usage *u);
 

@@ -185,7 +185,7 @@ void tcp_conn_release(struct mesh_conn *c)
     struct dp_tcp *t = tcp_of(lc);
     struct tcp_key k = {.lip = c->local_ip, .rip = c->remote_ip, .lport = c->local_port, .rport = c->remote_port};
 
-    if (c->flags & TCPF_DEFERRED) { /* the deferred pass will come back to it */
+    if (c->flags & (TCPF_DEFERRED | TCPF_IN_PASS)) { /* the deferred pass will come back to it */
         c->flags &= ~TCPF_OWNED;
         c->state = DP_TCP_CLOSED;
         return;
@@ -485,7 +485,7 @@ void dp_tcp_addrs(const struct mesh_conn *c, uint32_t *local_ip, uint16_t *local
 
 void tcp_release_or_defer(struct mesh_conn *c)
 {
-    if (c->flags & TCPF_DEFERRED)
+    if (c->flags & (TCPF_DEFERRED | TCPF_IN_PASS))
         c->flags &= ~TCPF_OWNED; /* released when the deferred pass reaches it */
     else
         tcp_conn_release(c);
@@ -567,6 +567,8 @@ static void tcp_process_deferred(struct mesh_conn *c)
 out:
     if (c->state != DP_TCP_CLOSED)
         tcp_output(c);
+    /* an upcall may have aborted c: it stayed allocated while the pass held it */
+    c->flags &= ~TCPF_IN_PASS;
     if (c->state == DP_TCP_CLOSED && !(c->flags & TCPF_OWNED) && !(c->flags & TCPF_DEFERRED))
         tcp_conn_release(c);
 }
@@ -583,7 +585,7 @@ void dp_tcp_run_deferred(struct dp_lcore *lc)
         if (t->defer_head == NULL)
             t->defer_tail = NULL;
         c->defer_next = NULL;
-        c->flags &= ~TCPF_DEFERRED;
+        c->flags = (c->flags & ~TCPF_DEFERRED) | TCPF_IN_PASS;
         tcp_process_deferred(c);
     }
 }
@@ -608,4 +610,25 @@ void dp_tcp_usage(const struct dp_lcore *lc, struct dp_tcp_usage *u)
     u->timers_armed = t->timers_armed;
     u->buffer_mbufs_in_use = rte_mempool_in_use_count(t->bufpool);
     u->listeners = t->n_listeners;
+}
+
+size_t dp_tcp_list(const struct dp_lcore *lc, struct dp_tcp_conn_info *out, size_t max)
+{
+    const struct dp_tcp *t = lc->tcp;
+    size_t n = 0;
+
+    for (uint32_t i = 0; t != NULL && i < t->cfg.max_conns && n < max; i++) {
+        const struct mesh_conn *c = &t->conns[i];
+        if (c->lc == NULL)
+            continue;
+        out[n++] = (struct dp_tcp_conn_info){
+            .local_ip = c->local_ip, .remote_ip = c->remote_ip, .local_port = c->local_port,
+            .remote_port = c->remote_port, .state = c->state, .snd_una = c->snd_una - c->iss,
+            .snd_nxt = c->snd_nxt - c->iss, .snd_max = c->snd_max - c->iss, .snd_queued = c->snd.bytes,
+            .snd_wnd = c->snd_wnd, .cwnd = c->cwnd, .ssthresh = c->ssthresh, .rcv_queued = c->rcvq.bytes,
+            .rcv_ooo = c->ooo.bytes, .rcv_space = tcp_rcv_space(c), .srtt_us = c->srtt_us, .rto_ms = c->rto_ms,
+            .flags = c->flags, .owned = (c->flags & TCPF_OWNED) != 0,
+        };
+    }
+    return n;
 }

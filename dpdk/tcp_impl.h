@@ -100,6 +100,7 @@ enum tcp_conn_flag {
     TCPF_CONNECTED_TOLD = 1u << 17,
     TCPF_COOKIE = 1u << 18,          /* established from a SYN cookie */
     TCPF_RETRANSMITTED = 1u << 19,   /* something was retransmitted since the last RTO reset */
+    TCPF_IN_PASS = 1u << 20,         /* being processed by the deferred pass: release waits for its end */
 };
 
 struct tcp_timer_link {

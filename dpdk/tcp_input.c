@@ -815,6 +815,8 @@ static void input_segment(struct dp_lcore *lc, struct rte_mbuf *m, unsigned ihl,
             if (s.len > 0 && !has(&s, RTE_TCP_SYN_FLAG) &&
                 (c = tcp_conn_lookup(t, s.lip, s.lport, s.rip, s.rport)) != NULL && c->state == DP_TCP_ESTABLISHED)
                 input_synchronized(c, &s);
+        } else if (c != NULL && has(&s, RTE_TCP_SYN_FLAG) && !has(&s, RTE_TCP_ACK_FLAG)) {
+            /* the old block of this 4-tuple is still being released: the peer's SYN comes again in a second */
         } else if (!has(&s, RTE_TCP_RST_FLAG)) {
             dp_count(lc, DP_CNT_TCP_NO_LISTENER);
             tcp_send_rst_reply(lc, s.lip, s.lport, s.rip, s.rport, s.seq, s.ack,

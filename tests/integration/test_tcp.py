@@ -452,6 +452,16 @@ def keepalive_closes_vanished_client(lab, ctx):
             check(time.monotonic() < deadline, "the idle connection never became active")
             time.sleep(0.1)
         time.sleep(0.3)
+        # the idle pair is listed, both legs ESTABLISHED, with nothing queued
+        code, body = lab.mgmt("node1", "GET", "/tcp/connections")
+        check(code == 200, f"GET /tcp/connections -> {code}: {body[:300]}")
+        conns = json.loads(body)
+        client_leg = [c for c in conns if c["local"] == FWD_IP and c["local_port"] == KA_PORT]
+        server_leg = [c for c in conns if c["remote"] == "10.21.2.10" and c["remote_port"] == SRV_PORT]
+        check(any(c["state"] == "ESTABLISHED" and c["snd_queued"] == 0 and c["rcv_queued"] == 0
+                  for c in client_leg), f"no idle ESTABLISHED client leg on {FWD_IP}:{KA_PORT}: {client_leg}")
+        check(any(c["state"] == "ESTABLISHED" for c in server_leg),
+              f"no ESTABLISHED server leg to 10.21.2.10:{SRV_PORT}: {server_leg}")
         lab.nft("node1", """table bridge zwtcp_vanish {
   chain chaos {
     type filter hook forward priority 0; policy accept;

@@ -1078,6 +1078,7 @@ static void relay_run(uint64_t bytes, uint64_t budget_ms)
     struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
 
     memset(&fw, 0, sizeof(fw));
+    memset(&sink, 0, sizeof(sink));
     assert_non_null(lf);
     assert_non_null(ls);
     client_open(&client, PORT_FWD);
@@ -1111,6 +1112,7 @@ static void test_tcp_relay_server_closes_first(void **state)
     struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
     (void)state;
     memset(&fw, 0, sizeof(fw));
+    memset(&sink, 0, sizeof(sink));
     client_open(&client, PORT_FWD);
     assert_true(pump_until(client_established, 200));
     pump(20);
@@ -1139,6 +1141,7 @@ static void test_tcp_relay_both_ways_server_first(void **state)
     struct dp_tcp_listener *ls = dp_tcp_listen(&A.lc, 0, PORT_SINK, NULL, sink_accept, NULL, &err);
     (void)state;
     memset(&fw, 0, sizeof(fw));
+    memset(&sink, 0, sizeof(sink));
     client_open(&client, PORT_FWD);
     assert_true(pump_until(client_established, 200));
     pump(20);
