@@ -32,6 +32,7 @@ struct hbone_stream {
     bool deferred;      /* data provider returned DEFERRED */
     bool want_writable; /* a write was cut short */
     bool closed;        /* on_stream_close delivered */
+    bool h2_closed;     /* nghttp2 closed the stream while received bytes still wait for the upper layer */
 };
 
 struct mesh_hbone {
@@ -46,6 +47,7 @@ struct mesh_hbone {
     bool goaway_recv;
     bool draining;
     bool freeing;
+    uint32_t delivering; /* hbone_deliver frames on the stack: lingering streams are not reaped meanwhile */
     uint64_t drain_deadline_ns;
     uint64_t next_ping_ns;
     uint64_t ping_timeout_ns;
@@ -178,13 +180,16 @@ static struct hbone_stream *hbone_find(struct mesh_hbone *h, int32_t sid)
     return NULL;
 }
 
+static void hbone_reap(struct mesh_hbone *h);
+
 /* Return window for accepted bytes; done outside nghttp2 callbacks. */
 static int hbone_apply_consume(struct mesh_hbone *h)
 {
     int rv;
 
+    hbone_reap(h);
     for (struct hbone_stream *st = h->streams; st != NULL; st = st->next) {
-        if (st->to_consume == 0 || st->closed)
+        if (st->to_consume == 0 || st->closed || st->h2_closed)
             continue;
         rv = nghttp2_session_consume(h->s, st->id, st->to_consume);
         st->to_consume = 0;
@@ -205,20 +210,38 @@ static void hbone_deliver(struct hbone_stream *st)
 {
     struct mesh_hbone *h = st->h;
 
+    h->delivering++;
     while (!st->closed && mesh_buf_len(&st->rx) != 0 && st->established) {
         size_t n = mesh_buf_len(&st->rx);
         size_t acc = h->cb.on_data != NULL ? h->cb.on_data(h->u, st->id, st->su, mesh_buf_data(&st->rx), n) : n;
         if (acc > n)
             acc = n;
         mesh_buf_consume(&st->rx, acc);
-        st->to_consume += acc;
+        if (!st->h2_closed) /* a closed stream's window went back with it */
+            st->to_consume += acc;
         if (acc < n)
-            return;
+            goto out;
     }
     if (!st->closed && st->rx_fin && !st->rx_fin_delivered && mesh_buf_len(&st->rx) == 0) {
         st->rx_fin_delivered = true;
         if (h->cb.on_peer_fin != NULL)
             h->cb.on_peer_fin(h->u, st->id, st->su);
+    }
+    if (!st->closed && st->h2_closed && st->rx_fin_delivered)
+        hbone_stream_notify_close(st, MESH_OK); /* the lingering stream is done; reaped later */
+out:
+    h->delivering--;
+}
+
+/* Free lingering streams that are closed towards the upper layer too (nghttp2 no longer knows them). */
+static void hbone_reap(struct mesh_hbone *h)
+{
+    if (h->delivering != 0)
+        return;
+    for (struct hbone_stream *st = h->streams, *next; st != NULL; st = next) {
+        next = st->next;
+        if (st->h2_closed && st->closed)
+            hbone_stream_free(st);
     }
 }
 
@@ -448,6 +471,12 @@ static int hbone_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error
         err = MESH_ERR_H2_STREAM_RESET;
     else
         err = MESH_OK;
+    if (err == MESH_OK && !st->closed && !st->rx_fin_delivered) {
+        /* END_STREAM then RST_STREAM(NO_ERROR) (RFC 9113 section 8.1) or a plain close while the upper layer
+         * is still behind: it gets every byte and the FIN first; hbone_deliver closes the stream after that. */
+        st->h2_closed = true;
+        return 0;
+    }
     hbone_stream_notify_close(st, err);
     hbone_stream_free(st);
     return 0;
@@ -582,6 +611,7 @@ int mesh_hbone_flush(struct mesh_hbone *h, struct mesh_buf *out)
     }
     if (h->err == MESH_OK)
         hbone_call_writable(h);
+    hbone_reap(h);
     return h->err;
 }
 
@@ -714,7 +744,7 @@ int mesh_hbone_write(struct mesh_hbone *h, int32_t sid, const uint8_t *p, size_t
     *accepted = 0;
     if (h->err != MESH_OK)
         return h->err;
-    if (st == NULL || st->tx_fin || (h->role == MESH_HBONE_SERVER && !st->established) ||
+    if (st == NULL || st->tx_fin || st->h2_closed || (h->role == MESH_HBONE_SERVER && !st->established) ||
         (h->role == MESH_HBONE_CLIENT && st->status != 0 && st->status != 200))
         return MESH_ERR_STATE;
     n = mesh_buf_room(&st->tx) < len ? mesh_buf_room(&st->tx) : len;
@@ -736,6 +766,10 @@ int mesh_hbone_shutdown_wr(struct mesh_hbone *h, int32_t sid)
         return h->err;
     if (st == NULL || st->tx_fin)
         return MESH_ERR_STATE;
+    if (st->h2_closed) {
+        st->tx_fin = true; /* the stream already ended on the wire */
+        return MESH_OK;
+    }
     st->tx_fin = true;
     hbone_resume(h, st);
     return MESH_OK;
@@ -747,6 +781,11 @@ int mesh_hbone_stream_reset(struct mesh_hbone *h, int32_t sid)
 
     if (st == NULL)
         return MESH_ERR_STATE;
+    if (st->h2_closed) {
+        /* nothing to send: the stream is gone on the wire; drop what the upper layer never took */
+        hbone_stream_notify_close(st, MESH_ERR_H2_STREAM_RESET);
+        return MESH_OK;
+    }
     return hbone_map_ng(nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL));
 }
 

@@ -691,11 +691,12 @@ static void stream_abort(struct mesh_conn *c)
     if (!s->live)
         return;
     s->live = false;
-    if (!s->h->dead && s->h->h2 != NULL) {
+    struct mesh_hconn *h = s->h; /* s may be freed inside the reset (a stream already gone on the wire) */
+    if (!h->dead && h->h2 != NULL) {
         /* the peer must learn the stream is gone: when RST_STREAM can't be queued, the whole connection goes */
-        if (mesh_hbone_stream_reset(s->h->h2, s->sid) == MESH_ERR_NOMEM)
-            s->h->pending_err = MESH_ERR_NOMEM;
-        hconn_post_flush(s->h);
+        if (mesh_hbone_stream_reset(h->h2, s->sid) == MESH_ERR_NOMEM)
+            h->pending_err = MESH_ERR_NOMEM;
+        hconn_post_flush(h);
     }
 }
 

@@ -149,17 +149,18 @@ void mesh_relay_on_closed(struct mesh_relay *r, enum mesh_relay_side_id sid, int
         relay_fail(r, err);
         return;
     }
-    /* orderly: both directions of s ended, which needs the other side's FIN forwarded already */
+    /* orderly: s will neither send nor take more bytes */
     struct mesh_relay_side *o = relay_other(s);
     if (!s->fin_rcvd) {
         s->fin_rcvd = true;
         relay_forward_fin(s);
     }
-    if (o->c != NULL && !o->fin_fwd) {
-        /* the other side still has bytes for s that can no longer be delivered */
+    if (o->c != NULL && o->held) {
+        /* the other side has bytes for s waiting that can no longer be delivered */
         relay_fail(r, -EPIPE);
         return;
     }
+    /* otherwise o stays open until it ends too; bytes it sends from now on abort it (mesh_relay_on_data) */
     relay_check_done(r);
 }
 

@@ -10,6 +10,10 @@
  *  - Half-close: the FIN of one side becomes shutdown_wr() on the other, after every byte before it was written
  *    there. Each direction ends independently.
  *  - Abort: on_closed(err < 0) of one side, or a failed write, aborts the other side. mesh_relay_abort aborts both.
+ *  - A side that closes cleanly while the other side is still open (an HTTP/2 peer may end a stream with
+ *    END_STREAM then RST_STREAM(NO_ERROR)) leaves the other side open: its FIN is forwarded and the bytes already
+ *    written there still drain. Only bytes the other side sends afterwards, with nowhere to go, abort it (as TCP
+ *    answers data on a closed socket with RST).
  *  - Exactly one completion callback (done), when both sides are finished: err 0 when both directions ended cleanly,
  *    otherwise the first error (-errno or enum mesh_err). After done, the relay holds no connection and may be freed
  *    (its storage belongs to the caller; it never allocates).

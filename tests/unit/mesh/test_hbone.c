@@ -472,6 +472,166 @@ static void test_hbone_raw_client_methods(void **state)
     assert_int_equal(raw_request(connect_host, 2), 200);
 }
 
+/* A plain nghttp2 server that answers CONNECT with 200 and a body with END_STREAM, then RST_STREAM(NO_ERROR), as
+ * nghttpx does when its backend closed first (RFC 9113 section 8.1). */
+struct raw_srv {
+    nghttp2_session *s;
+    const uint8_t *body;
+    size_t len, off;
+    int32_t sid;
+    bool reset_sent;
+};
+
+static ssize_t raw_srv_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                            nghttp2_data_source *src, void *ud)
+{
+    struct raw_srv *r = ud;
+    size_t n = r->len - r->off < len ? r->len - r->off : len;
+
+    (void)s;
+    (void)sid;
+    (void)src;
+    memcpy(buf, r->body + r->off, n);
+    r->off += n;
+    if (r->off == r->len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int raw_srv_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct raw_srv *r = ud;
+
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        const nghttp2_nv ok[] = {NV(":status", "200")};
+        nghttp2_data_provider prd = {.source.ptr = r, .read_callback = raw_srv_read};
+        r->sid = f->hd.stream_id;
+        assert_int_equal(nghttp2_submit_response(s, f->hd.stream_id, ok, 1, &prd), 0);
+    }
+    return 0;
+}
+
+static int raw_srv_on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct raw_srv *r = ud;
+
+    if (f->hd.type == NGHTTP2_DATA && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !r->reset_sent) {
+        r->reset_sent = true;
+        assert_int_equal(nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR), 0);
+    }
+    return 0;
+}
+
+static void raw_srv_pump(struct raw_srv *r, struct mesh_hbone *cli, struct mesh_buf *out)
+{
+    for (int i = 0; i < 1000; i++) {
+        const uint8_t *d;
+        ssize_t k;
+        bool moved = false;
+        mesh_hbone_flush(cli, out);
+        if (mesh_buf_len(out) != 0) {
+            assert_true(nghttp2_session_mem_recv(r->s, mesh_buf_data(out), mesh_buf_len(out)) >= 0);
+            mesh_buf_consume(out, mesh_buf_len(out));
+            moved = true;
+        }
+        while ((k = nghttp2_session_mem_send(r->s, &d)) > 0) {
+            assert_int_equal(mesh_hbone_feed(cli, d, (size_t)k, out), MESH_OK);
+            moved = true;
+        }
+        if (!moved)
+            return;
+    }
+    fail_msg("pump did not settle");
+}
+
+/* The upper layer lags behind: the stream lingers until it took every byte and the FIN, then closes cleanly. */
+static void test_hbone_end_stream_then_rst_no_error(void **state)
+{
+    static uint8_t body[200000];
+    nghttp2_session_callbacks *cbs;
+    struct mesh_hbone_request req;
+    struct raw_srv raw = {.body = body, .len = sizeof(body)};
+    struct mesh_buf out;
+    struct rec c = {0};
+    int32_t sid;
+    int err;
+
+    (void)state;
+    fill(body, sizeof(body), 9);
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_srv_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, raw_srv_on_frame_send);
+    assert_int_equal(nghttp2_session_server_new(&raw.s, cbs, &raw), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_submit_settings(raw.s, NGHTTP2_FLAG_NONE, NULL, 0);
+    mesh_buf_init(&out, &fe.env, 0);
+    mesh_buf_init(&c.data, &fe.env, 0);
+    c.h = mesh_hbone_new(MESH_HBONE_CLIENT, &fe.env, &rec_cb, &c, &err);
+    assert_non_null(c.h);
+    make_req(&req, "10.0.0.2:8080");
+    assert_int_equal(mesh_hbone_connect(c.h, &req, &c, &sid), MESH_OK);
+    c.paused = true;
+    raw_srv_pump(&raw, c.h, &out);
+    assert_true(raw.reset_sent);
+    /* nghttp2 has closed the stream; we have not told the upper layer, which still owes us its reading */
+    assert_int_equal(c.n_close, 0);
+    assert_int_equal(c.n_fin, 0);
+    assert_int_equal(mesh_hbone_write(c.h, sid, body, 10, &(size_t){0}), MESH_ERR_STATE);
+    c.paused = false;
+    assert_int_equal(mesh_hbone_stream_resume_read(c.h, sid), MESH_OK);
+    assert_int_equal(mesh_buf_len(&c.data), sizeof(body));
+    assert_memory_equal(mesh_buf_data(&c.data), body, sizeof(body));
+    assert_int_equal(c.n_fin, 1);
+    assert_int_equal(c.n_close, 1);
+    assert_int_equal(c.last_close_err, MESH_OK);
+    raw_srv_pump(&raw, c.h, &out);
+    assert_int_equal(mesh_hbone_stream_count(c.h), 0);
+    assert_int_equal(mesh_hbone_stream_resume_read(c.h, sid), MESH_ERR_STATE);
+    nghttp2_session_del(raw.s);
+    mesh_hbone_free(c.h);
+    mesh_buf_fini(&out);
+    mesh_buf_fini(&c.data);
+}
+
+/* The same lingering stream, reset by the upper layer instead: closed with a reset, nothing leaks. */
+static void test_hbone_lingering_stream_reset(void **state)
+{
+    static uint8_t body[50000];
+    nghttp2_session_callbacks *cbs;
+    struct mesh_hbone_request req;
+    struct raw_srv raw = {.body = body, .len = sizeof(body)};
+    struct mesh_buf out;
+    struct rec c = {0};
+    int32_t sid;
+    int err;
+
+    (void)state;
+    fill(body, sizeof(body), 4);
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_srv_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, raw_srv_on_frame_send);
+    assert_int_equal(nghttp2_session_server_new(&raw.s, cbs, &raw), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_submit_settings(raw.s, NGHTTP2_FLAG_NONE, NULL, 0);
+    mesh_buf_init(&out, &fe.env, 0);
+    mesh_buf_init(&c.data, &fe.env, 0);
+    c.h = mesh_hbone_new(MESH_HBONE_CLIENT, &fe.env, &rec_cb, &c, &err);
+    make_req(&req, "10.0.0.2:8080");
+    assert_int_equal(mesh_hbone_connect(c.h, &req, &c, &sid), MESH_OK);
+    c.paused = true;
+    raw_srv_pump(&raw, c.h, &out);
+    assert_int_equal(c.n_close, 0);
+    assert_int_equal(mesh_hbone_stream_reset(c.h, sid), MESH_OK);
+    assert_int_equal(c.n_close, 1);
+    assert_int_equal(c.last_close_err, MESH_ERR_H2_STREAM_RESET);
+    raw_srv_pump(&raw, c.h, &out);
+    assert_int_equal(mesh_hbone_stream_count(c.h), 0);
+    nghttp2_session_del(raw.s);
+    mesh_hbone_free(c.h);
+    mesh_buf_fini(&out);
+    mesh_buf_fini(&c.data);
+}
+
 /* Honest flow control: nothing beyond the 4 MiB stream window until the consumer accepts bytes. */
 static void test_hbone_backpressure_window(void **state)
 {
@@ -861,6 +1021,8 @@ int main(void)
         T(test_hbone_goaway_drain),
         T(test_hbone_drain_deadline),
         T(test_hbone_reset),
+        T(test_hbone_end_stream_then_rst_no_error),
+        T(test_hbone_lingering_stream_reset),
         T(test_hbone_server_deferred_answer),
         T(test_hbone_garbage_is_protocol_error),
         T(test_hbone_many_streams),

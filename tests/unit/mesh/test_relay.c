@@ -302,6 +302,53 @@ static void test_relay_half_close_server_first(void **state)
     assert_int_equal(F.done_err, 0);
 }
 
+/* The server side closes cleanly (as an HTTP/2 stream ended by END_STREAM then RST_STREAM(NO_ERROR)) while the
+ * client still has its direction open: the client keeps its connection until it ends too. */
+static void server_closes_cleanly_first(void)
+{
+    connect_client();
+    F.server.out = (const uint8_t *)"hello";
+    F.server.out_len = 5;
+    F.server.fin_after_write = true;
+    app_push(&F.server);
+    fake_net_run(F.net);
+    assert_int_equal(F.client.n_fin, 1);
+    assert_int_equal(F.client.in_len, 5);
+    struct mesh_conn *up = F.up;
+    mesh_relay_on_closed(&F.relay, MESH_RELAY_B, 0);
+    fake_conn_ops.abort(up); /* the relay dropped it; its owner frees it */
+    fake_net_run(F.net);
+    assert_int_equal(F.n_done, 0);
+    assert_int_equal(F.client.n_closed, 0);
+}
+
+static void test_relay_clean_close_then_client_fin(void **state)
+{
+    (void)state;
+    server_closes_cleanly_first();
+    F.client.fin_after_write = true;
+    app_push(&F.client);
+    fake_net_run(F.net);
+    assert_int_equal(F.n_done, 1);
+    assert_int_equal(F.done_err, 0);
+    assert_int_equal(F.client.n_closed, 1);
+    assert_int_equal(F.client.close_err, 0);
+}
+
+static void test_relay_clean_close_then_client_data(void **state)
+{
+    (void)state;
+    server_closes_cleanly_first();
+    F.client.out = (const uint8_t *)"late";
+    F.client.out_len = 4;
+    app_push(&F.client);
+    fake_net_run(F.net);
+    assert_int_equal(F.n_done, 1);
+    assert_int_equal(F.done_err, -EPIPE);
+    assert_int_equal(F.client.n_closed, 1);
+    assert_true(F.client.close_err < 0);
+}
+
 static void test_relay_abort_from_client(void **state)
 {
     (void)state;
@@ -355,6 +402,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_relay_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_half_close_client_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_half_close_server_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_clean_close_then_client_fin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_clean_close_then_client_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_abort_from_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_abort_from_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_local_abort, setup, teardown),
