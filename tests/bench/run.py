@@ -18,13 +18,22 @@ iperf3 client and server share a core with whatever the node under test leaves o
 iperf3 client thread is often slower than the node, so read the numbers with that in mind. zwire runs with busy polling (no idle back-off) on
 lcore 1. This only prints: it never fails on a number. It exits 1 only if a lab could not run.
 
-Usage: run.py --build BUILD_DIR [--runs 5] [--secs 3] [--kinds linux,zwire]
+Then, unless --no-tcp, the TCP relay section: tests/bench/tcp_bench.py (a zwire forwarder against a
+Linux relay: one connection, 64 connections, connections/s, CPU time per GB).
+
+Finally, unless --no-mesh, the mesh section: tests/bench/mesh_bench.py (pod to pod across two nodes with no
+mesh, through zwire's HBONE, through an stunnel mTLS pair, and through zwire --backend kernel; throughput,
+HTTP requests/s and latency, connections/s, memory per idle tunnel). It only prints, and does not change the
+exit status.
+
+Usage: run.py --build BUILD_DIR [--runs 5] [--secs 3] [--kinds linux,zwire] [--no-tcp] [--no-mesh]
 """
 
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -112,6 +121,8 @@ def main():
     ap.add_argument("--secs", type=int, default=3)
     ap.add_argument("--streams", type=int, default=1, help="iperf3 -P")
     ap.add_argument("--kinds", default="linux,zwire")
+    ap.add_argument("--no-tcp", action="store_true", help="skip the TCP relay section (tcp_bench.py)")
+    ap.add_argument("--no-mesh", action="store_true", help="skip the mesh section (mesh_bench.py)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: must run as root (it builds network namespaces)", file=sys.stderr)
@@ -149,7 +160,54 @@ def main():
         print(f"\nratio zwire/linux, packets/s received by the server: {med['zwire'] / med['linux']:.2f}")
         print(f"ratio zwire/linux, packets/s out of the node:        "
               f"{med_link['zwire'] / med_link['linux']:.2f}")
+    if not args.no_tcp:
+        failed |= tcp_section(args) != 0
+    if not args.no_mesh:
+        mesh_section(args)  # prints only; whatever happens there leaves the exit status to the parts above
     return 1 if failed else 0
+
+
+def mesh_section(args):
+    """The mesh benchmark (tests/bench/mesh_bench.py): no mesh, zwire HBONE, stunnel mTLS, kernel backend."""
+    print("\n== Mesh: HBONE through zwire against no mesh and stunnel (tests/bench/mesh_bench.py)", flush=True)
+    mesh_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mesh_bench.py")
+    try:
+        proc = subprocess.Popen([zwlab.PYTHON, mesh_bench, "--build", args.build])
+    except OSError as e:
+        print(f"  mesh_bench.py could not start: {e}")
+        return 1
+    try:
+        rc = proc.wait(600)
+    except subprocess.TimeoutExpired:
+        print("  mesh_bench.py did not finish in 600 s; stopping it (it tears its lab down on SIGTERM)")
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 1
+    if rc != 0:
+        print(f"  (mesh_bench.py exited {rc}; the numbers above are unaffected)")
+    return rc
+
+
+def tcp_section(args):
+    """The TCP relay benchmark (tests/bench/tcp_bench.py): zwire forwarder against a Linux relay."""
+    print("\n== TCP relay (tests/bench/tcp_bench.py)", flush=True)
+    tcp_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_bench.py")
+    proc = subprocess.Popen([zwlab.PYTHON, tcp_bench, "--build", args.build])
+    try:
+        return proc.wait(900)
+    except subprocess.TimeoutExpired:
+        print("  tcp_bench.py did not finish in 900 s; stopping it (it tears its lab down on SIGTERM)")
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 1
 
 
 if __name__ == "__main__":
