@@ -509,7 +509,10 @@ static void tcp_deliver(struct mesh_conn *c)
         if (took < m->data_len)
             break;
     }
-    /* a window that opened by a segment or more is worth telling (RFC 9293 §3.8.6.2.2, receiver SWS) */
+    /* a window that opened by a segment or more is worth telling (RFC 9293 §3.8.6.2.2, receiver SWS); after the
+     * peer's FIN nothing more can come, and its side may be gone (an update would then draw a RST) */
+    if (c->flags & TCPF_PEER_FIN)
+        return;
     if (tcp_rcv_space(c) - before >= c->mss || (before == 0 && tcp_rcv_space(c) > 0))
         c->flags |= TCPF_ACK_NOW;
 }
@@ -536,9 +539,10 @@ static void tcp_process_deferred(struct mesh_conn *c)
             tcp_deliver(c);
         if (!(c->flags & TCPF_OWNED))
             goto out;
-        /* the FIN is the end of the byte stream: told after the last byte, and not while reading is paused */
+        /* the FIN is the end of the byte stream: told after the last byte, and not while reading is paused; also
+         * in CLOSED after an orderly close (LAST-ACK done while the owner was still reading), not after a reset */
         if ((c->flags & (TCPF_PEER_FIN | TCPF_PEER_FIN_TOLD | TCPF_READ_OFF)) == TCPF_PEER_FIN &&
-            c->rcvq.bytes == 0 && c->state != DP_TCP_CLOSED) {
+            c->rcvq.bytes == 0 && (c->state != DP_TCP_CLOSED || c->close_err == 0)) {
             c->flags |= TCPF_PEER_FIN_TOLD;
             c->cb->on_peer_fin(c->u);
             if (!(c->flags & TCPF_OWNED))

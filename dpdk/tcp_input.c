@@ -669,6 +669,12 @@ static void input_synchronized(struct mesh_conn *c, struct tcp_seg *s)
             input_challenge_ack(c);
             return;
         }
+        if (c->state == DP_TCP_TIME_WAIT || (c->state == DP_TCP_CLOSED && (c->flags & TCPF_FIN_ACKED))) {
+            /* both directions are complete (RFC 1337: TIME-WAIT ignores RST); what is still queued for the owner
+             * was received and acknowledged, so it is delivered and the close stays orderly */
+            dp_count(c->lc, DP_CNT_TCP_RST_IGNORED);
+            return;
+        }
         dp_count(c->lc, DP_CNT_TCP_RST_IN);
         if (c->state == DP_TCP_SYN_RECEIVED && (c->flags & TCPF_PASSIVE) && !(c->flags & TCPF_OWNED)) {
             tcp_set_state(c, DP_TCP_CLOSED);

@@ -52,7 +52,7 @@ MANY_CONNS = 10000
 MANY_BYTES = 1024
 QUIET_TIMEOUT_S = 30.0
 
-NODE1_EXTRA = f"""tcp = {{ time_wait_ms = 1000; syn_backlog = 64; }};
+NODE1_EXTRA = f"""tcp = {{ time_wait_ms = 1000; syn_backlog = 64; max_conns = 24576; }};  # 10,000 pairs = 20,000 blocks
 forwarders = (
   {{ listen = "{FWD_IP}:{FWD_PORT}"; target = "10.21.2.10:{SRV_PORT}"; }},
   {{ listen = "{FWD_IP}:{KA_PORT}"; target = "10.21.2.10:{SRV_PORT}"; keepalive_s = {KEEPALIVE_S};
@@ -268,7 +268,7 @@ def loss_rules(pct):
 
 def nft_counters(lab, ns, family, table):
     res = lab.exec(ns, ["nft", "list", "table", family, table])
-    return [int(tok.split()[1]) for tok in res.stdout.split("counter packets ")[1:]]
+    return [int(tok.split()[0]) for tok in res.stdout.split("counter packets ")[1:]]
 
 
 def tcpdump_start(lab, pod, filt, name, count):

@@ -862,6 +862,42 @@ static void test_tcp_rst_exact_accepted_in_window_challenged(void **state)
     assert_int_equal(servers[0].close_err, -ECONNRESET);
 }
 
+/* Both directions complete while the owner is not reading: a RST from the peer (its side is gone and it answered
+ * a late segment) is ignored; the queued bytes are still delivered and the close stays orderly. */
+static void test_tcp_rst_after_both_fins_keeps_queued_bytes(void **state)
+{
+    uint32_t b_nxt;
+    struct seen s;
+    (void)state;
+    b_nxt = x_handshake(40002);
+    assert_int_equal(n_servers, 1);
+    servers[0].consume = false;
+    dp_tcp_read_enable(servers[0].c, false);
+    inject(&(struct seg_spec){.sport = 40002, .dport = PORT_SRV, .seq = 1001, .ack = b_nxt,
+                              .flags = RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG | RTE_TCP_FIN_FLAG, .len = 100});
+    (void)collect_x();
+    assert_int_equal(servers[0].c->rcvq.bytes, 100);
+    assert_int_equal(dp_tcp_shutdown_wr(servers[0].c), 0);
+    side_step(&B);
+    s = collect_x();
+    assert_true(s.n >= 1);
+    assert_true(s.flags & RTE_TCP_FIN_FLAG);
+    inject(&(struct seg_spec){.sport = 40002, .dport = PORT_SRV, .seq = 1102, .ack = b_nxt + 1,
+                              .flags = RTE_TCP_ACK_FLAG});
+    (void)collect_x();
+    assert_int_equal(servers[0].closed, 0);
+    inject(&(struct seg_spec){.sport = 40002, .dport = PORT_SRV, .seq = 1102, .flags = RTE_TCP_RST_FLAG});
+    assert_int_equal(servers[0].closed, 0);
+    assert_int_equal(cnt(&B, DP_CNT_TCP_RST_IN), 0);
+    servers[0].consume = true;
+    dp_tcp_read_enable(servers[0].c, true);
+    pump(5);
+    assert_int_equal(servers[0].received, 100);
+    assert_int_equal(servers[0].peer_fin, 1);
+    assert_int_equal(servers[0].closed, 1);
+    assert_int_equal(servers[0].close_err, 0);
+}
+
 static void test_tcp_ack_of_unsent_data_dropped(void **state)
 {
     uint32_t b_nxt;
@@ -1547,6 +1583,7 @@ int main(void)
         T(test_tcp_many_concurrent_connections),
         T(test_tcp_simultaneous_close),
         T(test_tcp_rst_exact_accepted_in_window_challenged),
+        T(test_tcp_rst_after_both_fins_keeps_queued_bytes),
         T(test_tcp_ack_of_unsent_data_dropped),
         T(test_tcp_out_of_order_data_reassembled),
         T(test_tcp_syn_cookies_when_backlog_full),
