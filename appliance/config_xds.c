@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appliance/config_mesh.h"
 #include "appliance/config_parse.h"
 #include "appliance/config_xds.h"
 
@@ -12,6 +13,7 @@
 struct app_xds_section {
     struct app_xds_config *xds; /* NULL: no xds group */
     struct app_local_ca_config local_ca;
+    bool local_ca_given; /* the file has a local_ca group */
 };
 
 static struct app_xds_section *xds_cfg_find(const struct app_config *cfg)
@@ -23,6 +25,20 @@ const struct app_xds_config *app_cfg_xds(const struct app_config *cfg)
 {
     struct app_xds_section *s = xds_cfg_find(cfg);
     return s != NULL ? s->xds : NULL;
+}
+
+const char *app_cfg_xds_node_unsupported(const struct app_config *cfg)
+{
+    const struct app_xds_section *s = xds_cfg_find(cfg);
+
+    if (s != NULL && s->xds != NULL)
+        return "xds: a node does not follow istiod yet (the xDS and CA clients are built and tested, not wired "
+               "into the node); give workloads, services and policies in the file (docs/istiod.md)";
+    if (cfg->mesh != NULL && cfg->mesh->cert_source == APP_CERTS_XDS)
+        return "mesh.certificates.source: \"xds\" is not available to a node yet; use local_ca (docs/istiod.md)";
+    if (s != NULL && s->local_ca_given)
+        return "local_ca: not used by a node yet; give the CA as mesh.certificates.ca_cert and ca_key";
+    return NULL;
 }
 
 const struct app_local_ca_config *app_cfg_local_ca(const struct app_config *cfg)
@@ -259,6 +275,7 @@ static void xds_parse_local_ca(struct app_cfg_ctx *ctx, const config_setting_t *
     l->state_dir = app_cfg_strdup(ctx, APP_LOCAL_CA_DEFAULT_STATE_DIR);
     l->trust_domain = app_cfg_strdup(ctx, APP_XDS_DEFAULT_TRUST_DOMAIN);
     l->cert_ttl_s = APP_XDS_DEFAULT_CERT_TTL_S;
+    slot->local_ca_given = g != NULL;
     if (g == NULL)
         return;
     app_cfg_check_unknown(ctx, g, "local_ca", known);

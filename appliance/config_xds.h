@@ -82,6 +82,10 @@ extern const struct app_cfg_section app_cfg_section_xds;
 const struct app_xds_config *app_cfg_xds(const struct app_config *cfg);
 const struct app_local_ca_config *app_cfg_local_ca(const struct app_config *cfg);
 
+/* Why a node cannot run this config (it names istiod or the local_ca group, which only the xDS agent uses and
+ * no node runs yet), or NULL. The loader accepts both groups; the node entry points refuse them with this. */
+const char *app_cfg_xds_node_unsupported(const struct app_config *cfg);
+
 /* "host:port", "[v6]:port", optionally prefixed by "https://" -> host (allocated, free()) and port.
  * Returns 0, -EINVAL (bad form), -ENOMEM. */
 int app_xds_split_address(const char *text, char **host, uint16_t *port);

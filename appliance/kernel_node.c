@@ -23,6 +23,7 @@
 #include "mgmt/server.h"
 #if ZW_KERNEL_PROXY
 #include "appliance/config_mesh.h"
+#include "appliance/config_xds.h"
 #include "appliance/mesh_node.h"
 #include "mesh/metrics.h"
 #include "mesh/proxy.h"
@@ -803,6 +804,11 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
         return;
     }
     app_config_errors_fini(&errs);
+    if (app_cfg_xds_node_unsupported(next) != NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next));
+        app_config_free(next);
+        return;
+    }
     if (!next->mesh->present || strcmp(next->node_name, n->cfg->node_name) != 0) {
         app_config_free(next);
         mgmt_response_text(resp, 409, "configuration refused, nothing changed: node.name or the mesh presence changed "

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "appliance/config.h"
+#include "appliance/config_xds.h"
 #include "appliance/kernel_node.h"
 #include "appliance/log.h"
 #include "appliance/mesh_node.h"
@@ -56,6 +57,12 @@ static struct app_config *main_load_config(const char *path)
     if (cfg == NULL)
         app_config_errors_print(&errs, stderr);
     app_config_errors_fini(&errs);
+    const char *why = cfg != NULL ? app_cfg_xds_node_unsupported(cfg) : NULL;
+    if (why != NULL) {
+        fprintf(stderr, "%s: %s\n", path, why);
+        app_config_free(cfg);
+        return NULL;
+    }
     return cfg;
 }
 

@@ -20,6 +20,7 @@
 #include "mesh/metrics.h"
 #include "mesh/spiffe.h"
 #include "mesh/workload.h"
+#include "appliance/config_xds.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
 #include "dpdk/tcp.h"
@@ -524,6 +525,11 @@ static void api_put_config(void *ctx, const struct mgmt_request *req, struct mgm
         return;
     }
     app_config_errors_fini(&errs);
+    if (app_cfg_xds_node_unsupported(next) != NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next));
+        app_config_free(next);
+        return;
+    }
     rc = app_node_reload(api->node, next, err, sizeof(err));
     if (rc < 0 && rc != -ETIMEDOUT) {
         app_config_free(next);
