@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appliance/config_authz.h"
 #include "appliance/config_mesh.h"
 #include "appliance/config_parse.h"
 #include "appliance/config_xds.h"
@@ -27,13 +28,19 @@ const struct app_xds_config *app_cfg_xds(const struct app_config *cfg)
     return s != NULL ? s->xds : NULL;
 }
 
-const char *app_cfg_xds_node_unsupported(const struct app_config *cfg)
+const char *app_cfg_xds_node_unsupported(const struct app_config *cfg, bool node_runs_xds)
 {
     const struct app_xds_section *s = xds_cfg_find(cfg);
 
-    if (s != NULL && s->xds != NULL)
-        return "xds: a node does not follow istiod yet (the xDS and CA clients are built and tested, not wired "
-               "into the node); give workloads, services and policies in the file (docs/istiod.md)";
+    if (s != NULL && s->xds != NULL) {
+        if (!node_runs_xds)
+            return "xds: the kernel backend does not follow istiod yet; run the DPDK backend, or give workloads, "
+                   "services and policies in the file";
+        if (cfg->mesh == NULL || !cfg->mesh->present)
+            return "xds: needs a mesh group (trust domain and the CA that signs this node's workload certificates)";
+        if (cfg->mesh->n_workloads > 0 || cfg->mesh->n_services > 0 || cfg->authz->n_policies > 0)
+            return "xds: workloads, services and policies come from istiod; remove them from the file";
+    }
     if (cfg->mesh != NULL && cfg->mesh->cert_source == APP_CERTS_XDS)
         return "mesh.certificates.source: \"xds\" is not available to a node yet; use local_ca (docs/istiod.md)";
     if (s != NULL && s->local_ca_given)

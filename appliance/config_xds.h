@@ -82,9 +82,11 @@ extern const struct app_cfg_section app_cfg_section_xds;
 const struct app_xds_config *app_cfg_xds(const struct app_config *cfg);
 const struct app_local_ca_config *app_cfg_local_ca(const struct app_config *cfg);
 
-/* Why a node cannot run this config (it names istiod or the local_ca group, which only the xDS agent uses and
- * no node runs yet), or NULL. The loader accepts both groups; the node entry points refuse them with this. */
-const char *app_cfg_xds_node_unsupported(const struct app_config *cfg);
+/* Why a node cannot run this config, or NULL: an xds group on a backend that does not follow istiod (node_runs_xds
+ * false), or next to workloads/services/policies in the file, or without a mesh group; certificates from istiod; a
+ * local_ca group (only the xDS agent's certificate manager reads it). The loader accepts all of these; the node
+ * entry points refuse them with this message. */
+const char *app_cfg_xds_node_unsupported(const struct app_config *cfg, bool node_runs_xds);
 
 /* "host:port", "[v6]:port", optionally prefixed by "https://" -> host (allocated, free()) and port.
  * Returns 0, -EINVAL (bad form), -ENOMEM. */

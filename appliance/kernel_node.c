@@ -804,8 +804,8 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
         return;
     }
     app_config_errors_fini(&errs);
-    if (app_cfg_xds_node_unsupported(next) != NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next));
+    if (app_cfg_xds_node_unsupported(next, false) != NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next, false));
         app_config_free(next);
         return;
     }

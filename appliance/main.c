@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +27,13 @@
 #ifdef ZW_HAVE_DPDK
 #include "appliance/node.h"
 #include "appliance/node_api.h"
+#include "appliance/xds_agent.h"
 #endif
 #include "mgmt/routes.h"
 #include "mgmt/server.h"
 
 #define MAIN_POLL_MS 100
+#define MAIN_XDS_POLL_MS 5
 #define MAIN_DRAIN_MS 500
 
 static volatile sig_atomic_t main_signalled;
@@ -49,7 +52,7 @@ static void main_usage(FILE *out)
                  "Runs a zwire mesh node. See examples/zwire.cfg for the configuration file.\n");
 }
 
-static struct app_config *main_load_config(const char *path)
+static struct app_config *main_load_config(const char *path, bool node_runs_xds)
 {
     struct app_config_errors errs = {0};
     struct app_config *cfg = app_config_load(path, &errs);
@@ -57,7 +60,7 @@ static struct app_config *main_load_config(const char *path)
     if (cfg == NULL)
         app_config_errors_print(&errs, stderr);
     app_config_errors_fini(&errs);
-    const char *why = cfg != NULL ? app_cfg_xds_node_unsupported(cfg) : NULL;
+    const char *why = cfg != NULL ? app_cfg_xds_node_unsupported(cfg, node_runs_xds) : NULL;
     if (why != NULL) {
         fprintf(stderr, "%s: %s\n", path, why);
         app_config_free(cfg);
@@ -68,7 +71,7 @@ static struct app_config *main_load_config(const char *path)
 
 static int main_check_config(const char *path)
 {
-    struct app_config *cfg = main_load_config(path);
+    struct app_config *cfg = main_load_config(path, true);
     if (cfg == NULL)
         return 2;
     printf("%s: ok (node %s, %d ports, %d routes, %u workers)\n", path, cfg->node_name, cfg->n_ports,
@@ -101,7 +104,7 @@ static void main_install_signals(void)
 /* The kernel path: no EAL; the node runs on this thread until a signal or /quitquitquit. */
 static int main_run_kernel(const char *path, enum app_knode_mode mode)
 {
-    struct app_config *cfg = main_load_config(path);
+    struct app_config *cfg = main_load_config(path, false);
     int rc;
 
     if (cfg == NULL)
@@ -117,7 +120,7 @@ static int main_run_kernel(const char *path, enum app_knode_mode mode)
 /* SIGHUP: read the config file again and apply what may change live. */
 static void main_reload_file(struct app_node *node)
 {
-    struct app_config *next = main_load_config(node->cfg->path);
+    struct app_config *next = main_load_config(node->cfg->path, true);
     char err[512];
     int rc;
 
@@ -132,13 +135,48 @@ static void main_reload_file(struct app_node *node)
     }
 }
 
-/* The control loop: serve the management socket until a signal or /quitquitquit, then let replies drain. */
+/* istiod's newest snapshot (control thread): kept until the loop applies it. */
+static void main_on_xds_snapshot(void *u, const struct mesh_xds_state *snapshot)
+{
+    struct app_node *node = u;
+    mesh_xds_state_unref(node->xds_pending);
+    node->xds_pending = snapshot;
+}
+
+/* Let the xDS agent read and write, then apply a snapshot it published. */
+static void main_xds_step(struct app_node *node)
+{
+    struct pollfd fds[APP_XDS_AGENT_MAX_FDS];
+    int n = app_xds_agent_fds(node->xds, fds, APP_XDS_AGENT_MAX_FDS);
+    char err[512];
+
+    if (n > 0 && poll(fds, (nfds_t)n, 0) < 0)
+        n = 0;
+    app_xds_agent_process(node->xds, fds, (unsigned)(n > 0 ? n : 0));
+    if (node->xds_pending != NULL) {
+        const struct mesh_xds_state *st = node->xds_pending;
+        node->xds_pending = NULL;
+        if (app_node_apply_xds(node, st, err, sizeof(err)) < 0)
+            APP_LOG_ERR("xds", "snapshot %llu not applied: %s", (unsigned long long)st->generation, err);
+        mesh_xds_state_unref(st);
+    }
+}
+
+/* The control loop: serve the management socket (and istiod) until a signal or /quitquitquit, then let replies
+ * drain. With istiod, the loop wakes at least every MAIN_XDS_POLL_MS to serve the agent's socket. */
 static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
 {
     struct timespec start, now;
 
     while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE)) {
-        mgmt_server_poll(srv, MAIN_POLL_MS);
+        int wait = MAIN_POLL_MS;
+        if (api->node->xds != NULL) {
+            int t = app_xds_agent_timeout_ms(api->node->xds);
+            wait = t >= 0 && t < MAIN_XDS_POLL_MS ? t : MAIN_XDS_POLL_MS;
+        }
+        mgmt_server_poll(srv, wait);
+        if (api->node->xds != NULL)
+            main_xds_step(api->node);
         if (main_reload_requested) {
             main_reload_requested = 0;
             main_reload_file(api->node);
@@ -165,7 +203,7 @@ static int main_run(const char *path, int n_cli, char **cli)
     char err[512];
     int eal_argc = 0, rc = 1;
 
-    cfg = main_load_config(path);
+    cfg = main_load_config(path, true);
     if (cfg == NULL)
         return 2;
     app_log_set_level(cfg->log_level);
@@ -198,6 +236,15 @@ static int main_run(const char *path, int n_cli, char **cli)
         APP_LOG_ERR("main", "cannot set up the mesh management routes");
         goto out;
     }
+    if (app_cfg_xds(cfg) != NULL) {
+        int xerr = 0;
+        node.xds = app_xds_agent_new(&node.mesh_env, app_cfg_xds(cfg), main_on_xds_snapshot, &node, &xerr);
+        if (node.xds == NULL) {
+            APP_LOG_ERR("main", "cannot start the istiod client: %s", strerror(-xerr));
+            goto out;
+        }
+        APP_LOG_INFO("main", "following istiod at %s", app_cfg_xds(cfg)->address);
+    }
     __atomic_store_n(&api.ready, 1, __ATOMIC_RELEASE);
     APP_LOG_INFO("main", "node %s ready: %d ports, %u workers, management socket %s", cfg->node_name, cfg->n_ports,
                  node.n_workers, cfg->mgmt.socket_path);
@@ -208,6 +255,10 @@ static int main_run(const char *path, int n_cli, char **cli)
 out:
     __atomic_store_n(&api.ready, 0, __ATOMIC_RELEASE);
     app_node_stop(&node);
+    app_xds_agent_free(node.xds);
+    node.xds = NULL;
+    mesh_xds_state_unref(node.xds_pending);
+    node.xds_pending = NULL;
     mgmt_server_free(srv); /* closes and removes the socket file */
     app_api_fini(&api);
     mgmt_routes_free(routes);

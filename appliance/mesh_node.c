@@ -17,6 +17,7 @@
 #include "appliance/log.h"
 #include "appliance/mesh_node.h"
 #include "mesh/metrics.h"
+#include "mesh/xds_convert.h"
 #include "mgmt/prom.h"
 #include "mgmt/routes.h"
 
@@ -27,8 +28,10 @@
 struct app_mesh_node {
     const struct mesh_env *env;
     const struct app_config *cfg;
-    struct mesh_workloads *workloads;
-    struct mesh_authz_set *authz;
+    const struct mesh_workloads *workloads;
+    struct mesh_authz_set *authz;         /* owned when built from the config */
+    const struct mesh_authz_set *policies; /* what decides: authz, or the istiod snapshot's set */
+    const struct mesh_xds_state *xds;     /* built from istiod's snapshot: holds workloads and policies */
     struct mesh_local_ca *ca;
     size_t n_certs;
     struct mesh_cert_bundle *certs[MESH_NODE_MAX_CERTS];
@@ -200,6 +203,7 @@ struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const stru
         snprintf(err, errlen, "policies: cannot compile (%s)", strerror(-rc));
         goto fail;
     }
+    n->policies = n->authz;
     n->ca = mesh_node_open_ca(n, err, errlen);
     if (n->ca == NULL)
         goto fail;
@@ -217,6 +221,37 @@ fail:
     return NULL;
 }
 
+struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, const struct mesh_env *env,
+                                                 const struct mesh_xds_state *state, char *err, size_t errlen)
+{
+    struct app_mesh_node *n = calloc(1, sizeof(*n));
+
+    if (n == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    n->env = env;
+    n->cfg = cfg;
+    n->xds = mesh_xds_state_ref(state);
+    n->workloads = mesh_workloads_ref(state->workloads);
+    n->policies = state->authz;
+    n->ca = mesh_node_open_ca(n, err, errlen);
+    if (n->ca == NULL)
+        goto fail;
+    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
+        if (strcmp(w->node, cfg->node_name) == 0 && mesh_node_issue(n, w, err, errlen) < 0)
+            goto fail;
+    }
+    APP_LOG_INFO("mesh", "istiod snapshot %llu: %zu workloads, %zu services, %zu policies, %zu local identities",
+                 (unsigned long long)state->generation, mesh_workloads_count(n->workloads),
+                 mesh_workloads_service_count(n->workloads), mesh_authz_set_count(state->authz), n->n_certs);
+    return n;
+fail:
+    app_mesh_node_free(n);
+    return NULL;
+}
+
 void app_mesh_node_free(struct app_mesh_node *n)
 {
     if (n == NULL)
@@ -226,6 +261,7 @@ void app_mesh_node_free(struct app_mesh_node *n)
     mesh_local_ca_free(n->ca);
     mesh_authz_set_free(n->authz);
     mesh_workloads_unref(n->workloads);
+    mesh_xds_state_unref(n->xds);
     free(n);
 }
 
@@ -236,7 +272,7 @@ const struct mesh_workloads *app_mesh_node_workloads(const struct app_mesh_node 
 
 const struct mesh_authz_set *app_mesh_node_authz(const struct app_mesh_node *n)
 {
-    return n->authz;
+    return n->policies;
 }
 
 void app_mesh_node_proxy_config(struct app_mesh_node *n, struct mesh_proxy_config *pc)
@@ -257,7 +293,21 @@ void app_mesh_node_proxy_config(struct app_mesh_node *n, struct mesh_proxy_confi
 
 size_t app_mesh_node_local_addresses(const struct app_mesh_node *n, uint32_t *out, size_t max)
 {
-    return app_mesh_local_addresses(n->cfg->mesh, n->cfg->node_name, out, max);
+    size_t k = 0;
+
+    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
+        if (w->node == NULL || strcmp(w->node, n->cfg->node_name) != 0)
+            continue;
+        for (size_t a = 0; a < w->n_addresses && k < max; a++) {
+            uint32_t ip;
+            if (w->addresses[a].family != MESH_ADDR_V4)
+                continue;
+            memcpy(&ip, w->addresses[a].ip.v4, 4);
+            out[k++] = ntohl(ip);
+        }
+    }
+    return k;
 }
 
 /* ---- hooks ---- */
@@ -290,7 +340,7 @@ enum mesh_proxy_verdict app_mesh_node_authorize(void *u, const struct mesh_proxy
         .n_policy_keys = dst != NULL ? dst->n_authorization_policies : 0,
     };
     struct mesh_authz_result r;
-    enum mesh_authz_decision d = mesh_authz_eval(n->authz, &conn, &r);
+    enum mesh_authz_decision d = mesh_authz_eval(n->policies, &conn, &r);
 
     if (r.dry_run_denied) {
         char src[64];
@@ -298,13 +348,13 @@ enum mesh_proxy_verdict app_mesh_node_authorize(void *u, const struct mesh_proxy
         mesh_node_count(&n->dry_run_denied);
         APP_LOG_INFO("authz", "dry-run: would deny %s to %s/%s (policy %s)", src, dst ? dst->namespace : "",
                      dst ? dst->name : "",
-                     r.dry_run_policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)r.dry_run_policy)
+                     r.dry_run_policy >= 0 ? mesh_authz_set_policy_key(n->policies, (size_t)r.dry_run_policy)
                                            : "allow policies, none matched");
     }
     if (d == MESH_AUTHZ_DENY) {
         mesh_node_count(&n->denied);
         APP_LOG_DEBUG("authz", "deny: %s%s%s", mesh_authz_reason_str(r.reason), r.policy >= 0 ? ": " : "",
-                      r.policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)r.policy) : "");
+                      r.policy >= 0 ? mesh_authz_set_policy_key(n->policies, (size_t)r.policy) : "");
         return MESH_PROXY_DENY;
     }
     mesh_node_count(&n->allowed);
@@ -419,23 +469,23 @@ static void mesh_node_api_authz_check(void *ctx, const struct mgmt_request *req,
         conn.policy_keys = w->authorization_policies;
         conn.n_policy_keys = w->n_authorization_policies;
     }
-    if (mesh_authz_explain(n->authz, &conn, n->env, &trace) < 0) {
+    if (mesh_authz_explain(n->policies, &conn, n->env, &trace) < 0) {
         mesh_authz_trace_fini(&trace);
         mgmt_response_text(resp, 500, "out of memory\n");
         return;
     }
-    need = mesh_authz_trace_format(n->authz, &trace, NULL, 0);
+    need = mesh_authz_trace_format(n->policies, &trace, NULL, 0);
     text = malloc(need + 1);
     if (text != NULL)
-        mesh_authz_trace_format(n->authz, &trace, text, need + 1);
+        mesh_authz_trace_format(n->policies, &trace, text, need + 1);
     mgmt_response_json(
         resp, 200,
         json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:b, s:s}", "decision", mesh_authz_decision_str(trace.result.decision),
                   "reason", mesh_authz_reason_str(trace.result.reason), "policy",
-                  trace.result.policy >= 0 ? mesh_authz_set_policy_key(n->authz, (size_t)trace.result.policy) : NULL,
+                  trace.result.policy >= 0 ? mesh_authz_set_policy_key(n->policies, (size_t)trace.result.policy) : NULL,
                   "destination_workload", w != NULL ? w->name : "(not a workload of the mesh)", "dry_run_policy",
                   trace.result.dry_run_policy >= 0
-                      ? mesh_authz_set_policy_key(n->authz, (size_t)trace.result.dry_run_policy)
+                      ? mesh_authz_set_policy_key(n->policies, (size_t)trace.result.dry_run_policy)
                       : NULL,
                   "dry_run_denied", trace.result.dry_run_denied, "trace", text != NULL ? text : ""));
     free(text);
@@ -490,7 +540,7 @@ json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
     }
     app_mesh_node_authz_stats(n, &az);
     return json_pack("{s:o, s:o, s:o, s:I, s:{s:I, s:I, s:I}}", "workloads", wl, "services", sv, "certificates", certs,
-                     "policies", (json_int_t)mesh_authz_set_count(n->authz), "authz",
+                     "policies", (json_int_t)mesh_authz_set_count(n->policies), "authz",
                      "allowed", (json_int_t)az.allowed, "denied", (json_int_t)az.denied, "dry_run_denied",
                      (json_int_t)az.dry_run_denied);
 }

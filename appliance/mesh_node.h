@@ -34,6 +34,14 @@ struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const stru
                                         size_t errlen);
 void app_mesh_node_free(struct app_mesh_node *n);
 
+struct mesh_xds_state;
+/*
+ * Build from an istiod snapshot (workloads, services and policies; a reference is kept) and cfg (trust domain, the
+ * CA that signs the local workloads' certificates, node name). Returns NULL with a message in err.
+ */
+struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, const struct mesh_env *env,
+                                                 const struct mesh_xds_state *state, char *err, size_t errlen);
+
 /* The snapshot (borrowed: the proxies take their own references). */
 const struct mesh_workloads *app_mesh_node_workloads(const struct app_mesh_node *n);
 /* The compiled policies (borrowed). */

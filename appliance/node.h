@@ -22,6 +22,8 @@ struct app_forwarder;
 struct app_mesh_node;
 struct app_mesh_lcore;
 struct dp_mesh_view;
+struct app_xds_agent;
+struct mesh_xds_state;
 
 struct app_node {
     const struct app_config *cfg;
@@ -35,6 +37,9 @@ struct app_node {
     struct mesh_env mesh_env;                        /* the control thread's env for the mesh side */
     struct app_config *mesh_cfg;                     /* the config the mesh side came from after a reload (owned) */
     uint64_t reloads;
+    struct app_xds_agent *xds;                       /* following istiod (config group xds); NULL otherwise */
+    const struct mesh_xds_state *xds_pending;        /* the newest snapshot not applied yet (one reference) */
+    uint64_t xds_applied;                            /* generation of the snapshot the mesh side came from */
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */
@@ -63,6 +68,13 @@ void app_node_fini(struct app_node *node);
  * -ETIMEDOUT (a worker did not answer; the node owns next and may serve both states for a while).
  */
 int app_node_reload(struct app_node *node, struct app_config *next, char *err, size_t errlen);
+
+/*
+ * Replace the mesh side with one built from an istiod snapshot (control thread), the same way a reload does: new
+ * connections see it at once, live ones are re-checked. The node's config stays as it is. 0, or -errno with err
+ * set (-ETIMEDOUT as for app_node_reload).
+ */
+int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state, char *err, size_t errlen);
 
 /* Milliseconds on the TSC clock every worker uses. */
 uint64_t app_node_now_ms(void);

@@ -21,6 +21,7 @@
 #include "mesh/spiffe.h"
 #include "mesh/workload.h"
 #include "appliance/config_xds.h"
+#include "appliance/xds_agent.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
 #include "dpdk/tcp.h"
@@ -60,7 +61,10 @@ static void api_ready(void *ctx, const struct mgmt_request *req, struct mgmt_res
 {
     struct app_api *api = ctx;
     (void)req;
-    if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE) && api->node->xds != NULL &&
+        !app_xds_agent_ready(api->node->xds))
+        mgmt_response_text(resp, 500, "not ready, pending: %s\n", app_xds_agent_pending(api->node->xds));
+    else if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE))
         mgmt_response_text(resp, 200, "ready\n");
     else
         mgmt_response_text(resp, 500, "not ready, pending: dataplane\n");
@@ -361,6 +365,21 @@ static json_t *api_config_json(const struct app_config *cfg)
         app_log_level_name(app_log_get_level()));
 }
 
+/* The istiod connection as /config_dump shows it: state, last error, accepted versions and NACKs per type. */
+static json_t *api_xds_json(const struct app_node *node)
+{
+    const struct app_xds_agent_status *st = app_xds_agent_status(node->xds);
+    json_t *types = json_object();
+
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
+        json_object_set_new(types, mesh_xds_type_url((enum mesh_xds_type)t),
+                            json_pack("{s:s, s:s}", "version", st->versions[t], "last_nack", st->last_nack[t]));
+    return json_pack("{s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:o}", "connected", st->connected, "ready", st->ready,
+                     "last_error", st->last_error, "connects", (json_int_t)st->connects, "connect_failures",
+                     (json_int_t)st->connect_failures, "snapshot_published", (json_int_t)st->generation,
+                     "snapshot_applied", (json_int_t)node->xds_applied, "types", types);
+}
+
 static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct app_api *api = ctx;
@@ -392,6 +411,8 @@ static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mg
                      api_arp_table(api));
     if (node->mesh != NULL)
         json_object_update_new(root, app_mesh_node_dump_json(node->mesh));
+    if (node->xds != NULL)
+        json_object_set_new(root, "xds", api_xds_json(node));
     mgmt_response_json(resp, 200, root);
 }
 
@@ -525,8 +546,8 @@ static void api_put_config(void *ctx, const struct mgmt_request *req, struct mgm
         return;
     }
     app_config_errors_fini(&errs);
-    if (app_cfg_xds_node_unsupported(next) != NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next));
+    if (app_cfg_xds_node_unsupported(next, true) != NULL) {
+        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next, true));
         app_config_free(next);
         return;
     }

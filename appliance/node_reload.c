@@ -26,6 +26,7 @@
 #include "appliance/mesh_dpdk.h"
 #include "appliance/mesh_node.h"
 #include "appliance/node.h"
+#include "mesh/xds_convert.h"
 #include "dpdk/classify.h"
 
 #define RELOAD_RPC_TIMEOUT_MS 2000
@@ -81,36 +82,25 @@ static const char *reload_static_change(const struct app_config *a, const struct
     return NULL;
 }
 
-int app_node_reload(struct app_node *node, struct app_config *next, char *err, size_t errlen)
+/*
+ * Publish mesh (built for cfg) to every worker, then free the old mesh side. On success the node owns mesh; on
+ * -ENOMEM the caller keeps it; on -ETIMEDOUT the node owns it (and keeps the old state alive).
+ */
+static int reload_swap(struct app_node *node, struct app_mesh_node *mesh, const struct app_config *cfg, char *err,
+                       size_t errlen)
 {
-    const struct app_config *cur = node->mesh_cfg != NULL ? node->mesh_cfg : node->cfg;
     struct reload_rpc rpc[DP_MAX_LCORES];
-    struct app_mesh_node *mesh, *old_mesh = node->mesh;
+    struct app_mesh_node *old_mesh = node->mesh;
     struct dp_mesh_view *view, *old_view = node->mesh_view;
-    const char *what = reload_static_change(node->cfg, next);
     uint32_t local[1024];
     size_t n_local;
 
-    if (what != NULL) {
-        snprintf(err, errlen, "%s changed: only a restart applies it (nothing was changed)", what);
-        return -EPERM;
-    }
-    (void)cur;
-    if (node->mesh == NULL) {
-        snprintf(err, errlen, "this node runs without a mesh: nothing can change live");
-        return -EPERM;
-    }
-    mesh = app_mesh_node_new(next, &node->mesh_env, err, errlen);
-    if (mesh == NULL)
-        return -EINVAL;
     n_local = app_mesh_node_local_addresses(mesh, local, RTE_DIM(local));
-    view = dp_mesh_view_new(local, (int)n_local, next->mesh->hbone_port, (int)rte_socket_id());
+    view = dp_mesh_view_new(local, (int)n_local, cfg->mesh->hbone_port, (int)rte_socket_id());
     if (view == NULL) {
-        app_mesh_node_free(mesh);
         snprintf(err, errlen, "cannot build the capture table of %zu addresses", n_local);
         return -ENOMEM;
     }
-
     __atomic_store_n(&node->stack.mesh, view, __ATOMIC_RELEASE);
     for (int i = 0; i < node->stack.n_lcores; i++) {
         rpc[i] = (struct reload_rpc){.ml = node->mesh_lcores[i], .mesh = mesh};
@@ -123,7 +113,6 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
                      node->lcores[i].lcore_id);
             node->mesh = mesh;
             node->mesh_view = view;
-            node->mesh_cfg = next;
             return -ETIMEDOUT;
         }
     }
@@ -132,13 +121,64 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
     /* every worker has passed a quiescent point since the swap: the old state is unreachable */
     dp_mesh_view_free(old_view);
     app_mesh_node_free(old_mesh);
-    if (node->mesh_cfg != NULL)
-        app_config_free(node->mesh_cfg);
-    node->mesh_cfg = next;
     node->reloads++;
     APP_LOG_INFO("reload", "applied: %zu workloads, %zu services, %zu policies, %zu local addresses captured",
                  mesh_workloads_count(app_mesh_node_workloads(mesh)),
                  mesh_workloads_service_count(app_mesh_node_workloads(mesh)),
                  mesh_authz_set_count(app_mesh_node_authz(mesh)), n_local);
     return 0;
+}
+
+int app_node_reload(struct app_node *node, struct app_config *next, char *err, size_t errlen)
+{
+    struct app_mesh_node *mesh;
+    const char *what = reload_static_change(node->cfg, next);
+    int rc;
+
+    if (what != NULL) {
+        snprintf(err, errlen, "%s changed: only a restart applies it (nothing was changed)", what);
+        return -EPERM;
+    }
+    if (node->mesh == NULL) {
+        snprintf(err, errlen, "this node runs without a mesh: nothing can change live");
+        return -EPERM;
+    }
+    if (node->xds != NULL) {
+        snprintf(err, errlen, "this node follows istiod: workloads, services and policies come from there");
+        return -EPERM;
+    }
+    mesh = app_mesh_node_new(next, &node->mesh_env, err, errlen);
+    if (mesh == NULL)
+        return -EINVAL;
+    rc = reload_swap(node, mesh, next, err, errlen);
+    if (rc == -ENOMEM) {
+        app_mesh_node_free(mesh);
+        return rc;
+    }
+    if (node->mesh_cfg != NULL && rc == 0)
+        app_config_free(node->mesh_cfg);
+    node->mesh_cfg = next;
+    return rc;
+}
+
+int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state, char *err, size_t errlen)
+{
+    const struct app_config *cfg = node->mesh_cfg != NULL ? node->mesh_cfg : node->cfg;
+    struct app_mesh_node *mesh;
+    int rc;
+
+    if (node->mesh == NULL) {
+        snprintf(err, errlen, "this node runs without a mesh");
+        return -EPERM;
+    }
+    mesh = app_mesh_node_new_from_xds(cfg, &node->mesh_env, state, err, errlen);
+    if (mesh == NULL)
+        return -EINVAL;
+    rc = reload_swap(node, mesh, cfg, err, errlen);
+    if (rc == -ENOMEM) {
+        app_mesh_node_free(mesh);
+        return rc;
+    }
+    node->xds_applied = state->generation;
+    return rc;
 }

@@ -435,6 +435,7 @@ class Lab:
     def __init__(self, desc=None, build=None, kind=None, run_id=None, artifact_dir=None,
                  persistent=False):
         self.desc = normalize_desc(desc if desc is not None else DEFAULT_DESC, kind)
+        self.before_zwire = None  # optional callable(lab, node): runs in up() just before a node's zwire starts
         self.build = os.path.abspath(build) if build else None
         self.run_id = run_id or new_run_id()
         self.run_dir = os.path.join(RUN_ROOT, self.run_id)
@@ -590,6 +591,8 @@ class Lab:
                     self.sysctl(ns, {"net.bridge.bridge-nf-call-iptables": 0})
         for n in nodes:
             if n["kind"] in ZWIRE_KINDS:
+                if self.before_zwire is not None:
+                    self.before_zwire(self, n["name"])
                 self.start_zwire(n["name"])
 
     def _build_pods_port(self, n):

@@ -188,6 +188,40 @@ static void test_config_xds_local_ca(void **state)
     app_config_free(cfg);
 }
 
+/* What a node refuses although the loader accepts it (app_cfg_xds_node_unsupported). */
+static void expect_node_refusal(const char *text, bool runs_xds, const char *want_prefix)
+{
+    struct app_config *cfg = load_ok(text);
+    const char *why = app_cfg_xds_node_unsupported(cfg, runs_xds);
+
+    if (want_prefix == NULL) {
+        assert_null(why);
+    } else {
+        assert_non_null(why);
+        assert_true(strncmp(why, want_prefix, strlen(want_prefix)) == 0);
+    }
+    app_config_free(cfg);
+}
+
+static void test_config_xds_node_support(void **state)
+{
+#define MESH "mesh = { trust_domain = \"cluster.local\"; };\n"
+#define XDS "xds = { address = \"127.0.0.1:15012\"; };\n"
+    (void)state;
+    expect_node_refusal(BASE MESH XDS, true, NULL);
+    expect_node_refusal(BASE, true, NULL);
+    expect_node_refusal(BASE MESH XDS, false, "xds: the kernel backend does not follow istiod");
+    expect_node_refusal(BASE XDS, true, "xds: needs a mesh group");
+    expect_node_refusal(BASE MESH XDS
+                        "workloads = ( { name = \"a\"; namespace = \"default\"; addresses = [ \"10.1.1.10\" ]; } );\n",
+                        true, "xds: workloads, services and policies come from istiod");
+    expect_node_refusal(BASE "local_ca = { };\n", true, "local_ca: not used by a node yet");
+    expect_node_refusal(BASE "mesh = { certificates = { source = \"xds\"; }; };\n", true,
+                        "mesh.certificates.source");
+#undef MESH
+#undef XDS
+}
+
 static void test_config_xds_split_address(void **state)
 {
     char *h = NULL;
@@ -212,7 +246,7 @@ int main(void)
         cmocka_unit_test(test_config_xds_absent),          cmocka_unit_test(test_config_xds_defaults),
         cmocka_unit_test(test_config_xds_full),            cmocka_unit_test(test_config_xds_errors),
         cmocka_unit_test(test_config_xds_missing_address), cmocka_unit_test(test_config_xds_local_ca),
-        cmocka_unit_test(test_config_xds_split_address),
+        cmocka_unit_test(test_config_xds_split_address),  cmocka_unit_test(test_config_xds_node_support),
     };
     return cmocka_run_group_tests_name("config_xds", tests, NULL, NULL);
 }
