@@ -90,6 +90,7 @@ struct knode {
     struct mesh_metrics *metrics;
     struct app_mesh_node *mesh; /* workloads, policies and certificates from the config; NULL: an empty mesh */
     struct app_config *mesh_cfg; /* the config mesh came from after a PUT /config (owned); NULL: n->cfg */
+    uint64_t rotation_checked_ms;
 #endif
 };
 
@@ -866,6 +867,40 @@ static int knode_api_register(struct knode *n, struct mgmt_routes *routes)
  * Run
  * ------------------------------------------------------------------------------------------------------------- */
 
+/* Once a second: when a local certificate reached half of its lifetime, re-issue them all and hand the proxy the new
+ * mesh side (new TLS sessions present the new certificates; live ones keep theirs). */
+static void knode_rotate_certs(struct knode *n)
+{
+#if ZW_KERNEL_PROXY
+    struct mesh_proxy_config pc = {0};
+    struct mesh_proxy_update u;
+    struct app_mesh_node *mesh, *old;
+    uint64_t now = knode_now_ms();
+    char err[512];
+
+    if (n->proxy == NULL || n->mesh == NULL || now - n->rotation_checked_ms < 1000)
+        return;
+    n->rotation_checked_ms = now;
+    if (!app_mesh_node_needs_rotation(n->mesh))
+        return;
+    mesh = app_mesh_node_renew(n->mesh, err, sizeof(err));
+    if (mesh == NULL) {
+        APP_LOG_ERR("mesh", "certificate rotation failed (retried in 1 s): %s", err);
+        return;
+    }
+    app_mesh_node_proxy_config(mesh, &pc);
+    u = (struct mesh_proxy_update){.workloads = pc.workloads, .mtls_mode = pc.mtls_mode, .replace_authz = true,
+                                   .authz = pc.authz, .authz_u = pc.authz_u, .get_bundle_u = pc.get_bundle_u};
+    mesh_proxy_update(n->proxy, &u);
+    old = n->mesh;
+    n->mesh = mesh;
+    app_mesh_node_free(old);
+    APP_LOG_INFO("mesh", "certificates rotated at half-life; live connections keep theirs");
+#else
+    (void)n;
+#endif
+}
+
 static void knode_serve(struct knode *n, struct mgmt_server *srv, volatile sig_atomic_t *stop, bool draining)
 {
     struct pollfd pfds[KNODE_MAX_PFDS];
@@ -889,6 +924,7 @@ static void knode_serve(struct knode *n, struct mgmt_server *srv, volatile sig_a
         if (app_kloop_poll(n->loop, pfds, (unsigned)nf, timeout) < 0)
             continue; /* -EINTR from a signal: re-check the stop flag */
         mgmt_server_process(srv, pfds, (unsigned)nf);
+        knode_rotate_certs(n);
     }
 }
 

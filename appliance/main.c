@@ -167,6 +167,7 @@ static void main_xds_step(struct app_node *node)
 static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
 {
     struct timespec start, now;
+    time_t last_rotation_check = 0;
 
     while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE)) {
         int wait = MAIN_POLL_MS;
@@ -177,6 +178,13 @@ static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
         mgmt_server_poll(srv, wait);
         if (api->node->xds != NULL)
             main_xds_step(api->node);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec != last_rotation_check) {
+            char err[512];
+            last_rotation_check = now.tv_sec;
+            if (app_node_rotate_certs(api->node, err, sizeof(err)) < 0)
+                APP_LOG_ERR("mesh", "certificate rotation failed (retried in 1 s): %s", err);
+        }
         if (main_reload_requested) {
             main_reload_requested = 0;
             main_reload_file(api->node);

@@ -252,6 +252,23 @@ fail:
     return NULL;
 }
 
+bool app_mesh_node_needs_rotation(const struct app_mesh_node *n)
+{
+    uint64_t now = mesh_env_now(n->env);
+
+    for (size_t i = 0; i < n->n_certs; i++)
+        if (mesh_identity_needs_rotation(n->certs[i], now))
+            return true;
+    return false;
+}
+
+struct app_mesh_node *app_mesh_node_renew(const struct app_mesh_node *n, char *err, size_t errlen)
+{
+    if (n->xds != NULL)
+        return app_mesh_node_new_from_xds(n->cfg, n->env, n->xds, err, errlen);
+    return app_mesh_node_new(n->cfg, n->env, err, errlen);
+}
+
 void app_mesh_node_free(struct app_mesh_node *n)
 {
     if (n == NULL)

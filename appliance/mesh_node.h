@@ -12,6 +12,7 @@
 #ifndef ZW_APP_MESH_NODE_H
 #define ZW_APP_MESH_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,11 @@ struct mesh_xds_state;
  */
 struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, const struct mesh_env *env,
                                                  const struct mesh_xds_state *state, char *err, size_t errlen);
+
+/* True when a local certificate reached half of its lifetime (mesh_identity_needs_rotation). */
+bool app_mesh_node_needs_rotation(const struct app_mesh_node *n);
+/* The same mesh side with fresh certificates for every local identity (same config or snapshot). NULL with err. */
+struct app_mesh_node *app_mesh_node_renew(const struct app_mesh_node *n, char *err, size_t errlen);
 
 /* The snapshot (borrowed: the proxies take their own references). */
 const struct mesh_workloads *app_mesh_node_workloads(const struct app_mesh_node *n);

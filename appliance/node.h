@@ -76,6 +76,13 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
  */
 int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state, char *err, size_t errlen);
 
+/*
+ * When a local workload certificate reached half of its lifetime, re-issue every local certificate and publish the
+ * renewed mesh side as a reload does (control thread). New TLS sessions present the new certificates; live
+ * connections keep theirs. 1 rotated, 0 nothing due, -errno with err set.
+ */
+int app_node_rotate_certs(struct app_node *node, char *err, size_t errlen);
+
 /* Milliseconds on the TSC clock every worker uses. */
 uint64_t app_node_now_ms(void);
 

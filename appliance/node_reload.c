@@ -182,3 +182,23 @@ int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state
     node->xds_applied = state->generation;
     return rc;
 }
+
+int app_node_rotate_certs(struct app_node *node, char *err, size_t errlen)
+{
+    const struct app_config *cfg = node->mesh_cfg != NULL ? node->mesh_cfg : node->cfg;
+    struct app_mesh_node *mesh;
+    int rc;
+
+    if (node->mesh == NULL || !app_mesh_node_needs_rotation(node->mesh))
+        return 0;
+    mesh = app_mesh_node_renew(node->mesh, err, errlen);
+    if (mesh == NULL)
+        return -EINVAL;
+    rc = reload_swap(node, mesh, cfg, err, errlen);
+    if (rc == -ENOMEM) {
+        app_mesh_node_free(mesh);
+        return rc;
+    }
+    APP_LOG_INFO("mesh", "certificates rotated at half-life; live connections keep theirs");
+    return rc < 0 ? rc : 1;
+}

@@ -16,6 +16,7 @@ tests/lab/zwlab.py "mesh"). Every pod runs mesh_peer.py, whose answers say which
   --backend kernel  zwire --backend kernel in kernel-routed node namespaces (node kind "zwire-kernel")
 """
 
+import json
 import os
 import re
 import struct
@@ -37,6 +38,7 @@ HBONE = 15008
 VIP = "10.96.0.10"
 VIP_PORT = 80
 BACKEND = "dpdk"   # set from --backend before main()
+CERT_LIFETIME_S = 60  # the shortest the config allows: certificates rotate at half-life, during the run
 
 # pod -> (node, ip)
 PODS = {
@@ -67,7 +69,7 @@ def policy(name, action, match, ns="default", scope="workload_selector", dry_run
 
 def mesh_desc(mtls_mode="PERMISSIVE", extra_policies=()):
     return {
-        "mesh": {"trust_domain": TD, "mtls_mode": mtls_mode},
+        "mesh": {"trust_domain": TD, "mtls_mode": mtls_mode, "certificates": {"lifetime_s": CERT_LIFETIME_S}},
         "workloads": [
             wl("a"), wl("b", ns="other"),
             wl("c", services=[{"service": "default/echo.default.svc.cluster.local",
@@ -667,6 +669,47 @@ def live_policy_closes_open_connection(lab, ctx):
           + f"\n      client: {hold.log_tail().strip()!r}")
     http_refused(lab, "a", ip_of("plv"))
     print(f"note: PUT /config -> {code}; the open connection a -> plv was closed: {recs[0]['line'][-80:]}",
+          flush=True)
+
+
+def cert_serials(lab, node):
+    """identity -> serialNumber of the node's workload certificates, from /config_dump."""
+    code, body = lab.mgmt(node, "GET", "/config_dump")
+    check(code == 200, f"{node}: /config_dump -> {code}")
+    return {c["identity"]: c["serialNumber"] for c in json.loads(body).get("certificates", [])}
+
+
+@case(timeout=90)
+def certificates_rotate_at_half_life_without_dropping(lab, ctx):
+    """Leaves live CERT_LIFETIME_S: each node re-issues its workloads' certificates at half-life. A connection held
+    open across the rotation keeps flowing, and new connections work with the new certificates."""
+    ensure_servers(lab, ctx)
+    before = {n: cert_serials(lab, n) for n in NODES}
+    check(spiffe("default", "sa-a") in before["node1"] and spiffe("default", "sa-c") in before["node2"],
+          f"certificates before: {before}")
+    hold = lab.start_bg("a", [PY, PEER, "hold", ip_of("c"), str(PORT)], "hold-a-c-rotation")
+    deadline = time.monotonic() + 10
+    while "open" not in hold.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check("open" in hold.log_tail(), f"a -> c did not open: {hold.log_tail()!r}")
+    deadline = time.monotonic() + CERT_LIFETIME_S
+    after = before
+    while time.monotonic() < deadline:
+        after = {n: cert_serials(lab, n) for n in NODES}
+        if all(after[n].get(i) and after[n][i] != before[n][i] for n in NODES for i in before[n]):
+            break
+        time.sleep(1.0)
+    for n in NODES:
+        for ident, serial in before[n].items():
+            check(after[n].get(ident) not in (None, serial),
+                  f"{n}: {ident} still has serial {serial} after {CERT_LIFETIME_S} s (lifetime {CERT_LIFETIME_S} s)")
+        log = open(lab.daemons[n].log_path, encoding="utf-8", errors="replace").read()
+        check("certificates rotated at half-life" in log, f"{n}: no rotation in its log")
+    time.sleep(1.0)
+    check(hold.alive(), f"the connection held across the rotation ended: {hold.log_tail()!r}")
+    http_ok(lab, "a", ip_of("c"), want_pod="c", want_peer=ip_of("a"))
+    lab.stop_bg(hold)
+    print(f"note: rotated {sum(len(v) for v in before.values())} certificates; the held connection stayed open",
           flush=True)
 
 
