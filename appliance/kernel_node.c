@@ -781,15 +781,31 @@ static void knode_api_quit(void *ctx, const struct mgmt_request *req, struct mgm
 }
 
 #if ZW_KERNEL_PROXY
+/* Hand the proxy a new mesh side (one thread: in place; new connections see it, live ones are re-checked). */
+static void knode_install_mesh(struct knode *n, struct app_mesh_node *mesh)
+{
+    struct mesh_proxy_config pc = {0};
+    struct mesh_proxy_update u;
+    struct app_mesh_node *old = n->mesh;
+
+    app_mesh_node_proxy_config(mesh, &pc);
+    u = (struct mesh_proxy_update){.workloads = pc.workloads, .mtls_mode = pc.mtls_mode, .replace_authz = true,
+                                   .authz = pc.authz, .authz_u = pc.authz_u, .get_bundle_u = pc.get_bundle_u};
+    mesh_proxy_update(n->proxy, &u);
+    n->mesh = mesh;
+    app_mesh_node_free(old);
+}
+#endif
+
+
+#if ZW_KERNEL_PROXY
 /* PUT /config: the mesh sections apply live (one thread: the proxy is updated in place); the rest must not change. */
 static void knode_api_put_config(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct knode *n = ctx;
     struct app_config_errors errs;
     struct app_config *next;
-    struct app_mesh_node *mesh, *old;
-    struct mesh_proxy_config pc = {0};
-    struct mesh_proxy_update u;
+    struct app_mesh_node *mesh;
     char err[512];
 
     if (n->proxy == NULL || n->mesh == NULL) {
@@ -822,13 +838,7 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
         mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", err);
         return;
     }
-    app_mesh_node_proxy_config(mesh, &pc);
-    u = (struct mesh_proxy_update){.workloads = pc.workloads, .mtls_mode = pc.mtls_mode, .replace_authz = true,
-                                   .authz = pc.authz, .authz_u = pc.authz_u, .get_bundle_u = pc.get_bundle_u};
-    mesh_proxy_update(n->proxy, &u);
-    old = n->mesh;
-    n->mesh = mesh;
-    app_mesh_node_free(old);
+    knode_install_mesh(n, mesh);
     app_config_free(n->mesh_cfg);
     n->mesh_cfg = next;
     APP_LOG_INFO("reload", "applied: %zu workloads, %zu policies", mesh_workloads_count(app_mesh_node_workloads(mesh)),
@@ -872,9 +882,7 @@ static int knode_api_register(struct knode *n, struct mgmt_routes *routes)
 static void knode_rotate_certs(struct knode *n)
 {
 #if ZW_KERNEL_PROXY
-    struct mesh_proxy_config pc = {0};
-    struct mesh_proxy_update u;
-    struct app_mesh_node *mesh, *old;
+    struct app_mesh_node *mesh;
     uint64_t now = knode_now_ms();
     char err[512];
 
@@ -888,13 +896,7 @@ static void knode_rotate_certs(struct knode *n)
         APP_LOG_ERR("mesh", "certificate rotation failed (retried in 1 s): %s", err);
         return;
     }
-    app_mesh_node_proxy_config(mesh, &pc);
-    u = (struct mesh_proxy_update){.workloads = pc.workloads, .mtls_mode = pc.mtls_mode, .replace_authz = true,
-                                   .authz = pc.authz, .authz_u = pc.authz_u, .get_bundle_u = pc.get_bundle_u};
-    mesh_proxy_update(n->proxy, &u);
-    old = n->mesh;
-    n->mesh = mesh;
-    app_mesh_node_free(old);
+    knode_install_mesh(n, mesh);
     APP_LOG_INFO("mesh", "certificates rotated at half-life; live connections keep theirs");
 #else
     (void)n;

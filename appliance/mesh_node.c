@@ -179,6 +179,20 @@ static struct mesh_local_ca *mesh_node_open_ca(struct app_mesh_node *n, char *er
     return ca;
 }
 
+/* Open the CA and issue a certificate for every identity of this node's workloads. 0, or -1 with err set. */
+static int mesh_node_issue_local(struct app_mesh_node *n, char *err, size_t errlen)
+{
+    n->ca = mesh_node_open_ca(n, err, errlen);
+    if (n->ca == NULL)
+        return -1;
+    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
+        if (strcmp(w->node, n->cfg->node_name) == 0 && mesh_node_issue(n, w, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const struct mesh_env *env, char *err,
                                         size_t errlen)
 {
@@ -204,14 +218,8 @@ struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const stru
         goto fail;
     }
     n->policies = n->authz;
-    n->ca = mesh_node_open_ca(n, err, errlen);
-    if (n->ca == NULL)
+    if (mesh_node_issue_local(n, err, errlen) < 0)
         goto fail;
-    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
-        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
-        if (strcmp(w->node, cfg->node_name) == 0 && mesh_node_issue(n, w, err, errlen) < 0)
-            goto fail;
-    }
     APP_LOG_INFO("mesh", "%zu workloads, %zu services, %zu policies, %zu local identities with certificates",
                  mesh_workloads_count(n->workloads), mesh_workloads_service_count(n->workloads),
                  mesh_authz_set_count(n->authz), n->n_certs);
@@ -235,14 +243,8 @@ struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, c
     n->xds = mesh_xds_state_ref(state);
     n->workloads = mesh_workloads_ref(state->workloads);
     n->policies = state->authz;
-    n->ca = mesh_node_open_ca(n, err, errlen);
-    if (n->ca == NULL)
+    if (mesh_node_issue_local(n, err, errlen) < 0)
         goto fail;
-    for (size_t i = 0; i < mesh_workloads_count(n->workloads); i++) {
-        const struct mesh_workload *w = mesh_workloads_at(n->workloads, i);
-        if (strcmp(w->node, cfg->node_name) == 0 && mesh_node_issue(n, w, err, errlen) < 0)
-            goto fail;
-    }
     APP_LOG_INFO("mesh", "istiod snapshot %llu: %zu workloads, %zu services, %zu policies, %zu local identities",
                  (unsigned long long)state->generation, mesh_workloads_count(n->workloads),
                  mesh_workloads_service_count(n->workloads), mesh_authz_set_count(state->authz), n->n_certs);

@@ -83,8 +83,9 @@ static const char *reload_static_change(const struct app_config *a, const struct
 }
 
 /*
- * Publish mesh (built for cfg) to every worker, then free the old mesh side. On success the node owns mesh; on
- * -ENOMEM the caller keeps it; on -ETIMEDOUT the node owns it (and keeps the old state alive).
+ * Publish mesh (built for cfg) to every worker, then free the old mesh side. The node owns mesh afterwards, except
+ * on -ENOMEM, where it is freed and nothing changed; on -ETIMEDOUT the old state is kept alive too. A NULL mesh (its
+ * build failed, the reason already in err) changes nothing: -EINVAL.
  */
 static int reload_swap(struct app_node *node, struct app_mesh_node *mesh, const struct app_config *cfg, char *err,
                        size_t errlen)
@@ -95,10 +96,13 @@ static int reload_swap(struct app_node *node, struct app_mesh_node *mesh, const 
     uint32_t local[1024];
     size_t n_local;
 
+    if (mesh == NULL)
+        return -EINVAL;
     n_local = app_mesh_node_local_addresses(mesh, local, RTE_DIM(local));
     view = dp_mesh_view_new(local, (int)n_local, cfg->mesh->hbone_port, (int)rte_socket_id());
     if (view == NULL) {
         snprintf(err, errlen, "cannot build the capture table of %zu addresses", n_local);
+        app_mesh_node_free(mesh);
         return -ENOMEM;
     }
     __atomic_store_n(&node->stack.mesh, view, __ATOMIC_RELEASE);
@@ -131,7 +135,6 @@ static int reload_swap(struct app_node *node, struct app_mesh_node *mesh, const 
 
 int app_node_reload(struct app_node *node, struct app_config *next, char *err, size_t errlen)
 {
-    struct app_mesh_node *mesh;
     const char *what = reload_static_change(node->cfg, next);
     int rc;
 
@@ -147,14 +150,9 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
         snprintf(err, errlen, "this node follows istiod: workloads, services and policies come from there");
         return -EPERM;
     }
-    mesh = app_mesh_node_new(next, &node->mesh_env, err, errlen);
-    if (mesh == NULL)
-        return -EINVAL;
-    rc = reload_swap(node, mesh, next, err, errlen);
-    if (rc == -ENOMEM) {
-        app_mesh_node_free(mesh);
+    rc = reload_swap(node, app_mesh_node_new(next, &node->mesh_env, err, errlen), next, err, errlen);
+    if (rc == -ENOMEM || rc == -EINVAL)
         return rc;
-    }
     if (node->mesh_cfg != NULL && rc == 0)
         app_config_free(node->mesh_cfg);
     node->mesh_cfg = next;
@@ -164,41 +162,28 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
 int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state, char *err, size_t errlen)
 {
     const struct app_config *cfg = node->mesh_cfg != NULL ? node->mesh_cfg : node->cfg;
-    struct app_mesh_node *mesh;
     int rc;
 
     if (node->mesh == NULL) {
         snprintf(err, errlen, "this node runs without a mesh");
         return -EPERM;
     }
-    mesh = app_mesh_node_new_from_xds(cfg, &node->mesh_env, state, err, errlen);
-    if (mesh == NULL)
-        return -EINVAL;
-    rc = reload_swap(node, mesh, cfg, err, errlen);
-    if (rc == -ENOMEM) {
-        app_mesh_node_free(mesh);
-        return rc;
-    }
-    node->xds_applied = state->generation;
+    rc = reload_swap(node, app_mesh_node_new_from_xds(cfg, &node->mesh_env, state, err, errlen), cfg, err, errlen);
+    if (rc == 0 || rc == -ETIMEDOUT)
+        node->xds_applied = state->generation;
     return rc;
 }
 
 int app_node_rotate_certs(struct app_node *node, char *err, size_t errlen)
 {
     const struct app_config *cfg = node->mesh_cfg != NULL ? node->mesh_cfg : node->cfg;
-    struct app_mesh_node *mesh;
     int rc;
 
     if (node->mesh == NULL || !app_mesh_node_needs_rotation(node->mesh))
         return 0;
-    mesh = app_mesh_node_renew(node->mesh, err, errlen);
-    if (mesh == NULL)
-        return -EINVAL;
-    rc = reload_swap(node, mesh, cfg, err, errlen);
-    if (rc == -ENOMEM) {
-        app_mesh_node_free(mesh);
+    rc = reload_swap(node, app_mesh_node_renew(node->mesh, err, errlen), cfg, err, errlen);
+    if (rc < 0 && rc != -ETIMEDOUT)
         return rc;
-    }
     APP_LOG_INFO("mesh", "certificates rotated at half-life; live connections keep theirs");
     return rc < 0 ? rc : 1;
 }

@@ -544,34 +544,51 @@ static void raw_srv_pump(struct raw_srv *r, struct mesh_hbone *cli, struct mesh_
     fail_msg("pump did not settle");
 }
 
+/* A client engine connected to a raw server; the client reads nothing yet. Returns the stream id. */
+static int32_t raw_srv_open_paused(struct raw_srv *raw, struct rec *c, struct mesh_buf *out)
+{
+    nghttp2_session_callbacks *cbs;
+    struct mesh_hbone_request req;
+    int32_t sid;
+    int err;
+
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_srv_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, raw_srv_on_frame_send);
+    assert_int_equal(nghttp2_session_server_new(&raw->s, cbs, raw), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_submit_settings(raw->s, NGHTTP2_FLAG_NONE, NULL, 0);
+    mesh_buf_init(out, &fe.env, 0);
+    mesh_buf_init(&c->data, &fe.env, 0);
+    c->h = mesh_hbone_new(MESH_HBONE_CLIENT, &fe.env, &rec_cb, c, &err);
+    assert_non_null(c->h);
+    make_req(&req, "10.0.0.2:8080");
+    assert_int_equal(mesh_hbone_connect(c->h, &req, c, &sid), MESH_OK);
+    c->paused = true;
+    raw_srv_pump(raw, c->h, out);
+    return sid;
+}
+
+static void raw_srv_close(struct raw_srv *raw, struct rec *c, struct mesh_buf *out)
+{
+    nghttp2_session_del(raw->s);
+    mesh_hbone_free(c->h);
+    mesh_buf_fini(out);
+    mesh_buf_fini(&c->data);
+}
+
 /* The upper layer lags behind: the stream lingers until it took every byte and the FIN, then closes cleanly. */
 static void test_hbone_end_stream_then_rst_no_error(void **state)
 {
     static uint8_t body[200000];
-    nghttp2_session_callbacks *cbs;
-    struct mesh_hbone_request req;
     struct raw_srv raw = {.body = body, .len = sizeof(body)};
     struct mesh_buf out;
     struct rec c = {0};
     int32_t sid;
-    int err;
 
     (void)state;
     fill(body, sizeof(body), 9);
-    nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_srv_on_frame_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, raw_srv_on_frame_send);
-    assert_int_equal(nghttp2_session_server_new(&raw.s, cbs, &raw), 0);
-    nghttp2_session_callbacks_del(cbs);
-    nghttp2_submit_settings(raw.s, NGHTTP2_FLAG_NONE, NULL, 0);
-    mesh_buf_init(&out, &fe.env, 0);
-    mesh_buf_init(&c.data, &fe.env, 0);
-    c.h = mesh_hbone_new(MESH_HBONE_CLIENT, &fe.env, &rec_cb, &c, &err);
-    assert_non_null(c.h);
-    make_req(&req, "10.0.0.2:8080");
-    assert_int_equal(mesh_hbone_connect(c.h, &req, &c, &sid), MESH_OK);
-    c.paused = true;
-    raw_srv_pump(&raw, c.h, &out);
+    sid = raw_srv_open_paused(&raw, &c, &out);
     assert_true(raw.reset_sent);
     /* nghttp2 has closed the stream; we have not told the upper layer, which still owes us its reading */
     assert_int_equal(c.n_close, 0);
@@ -587,49 +604,28 @@ static void test_hbone_end_stream_then_rst_no_error(void **state)
     raw_srv_pump(&raw, c.h, &out);
     assert_int_equal(mesh_hbone_stream_count(c.h), 0);
     assert_int_equal(mesh_hbone_stream_resume_read(c.h, sid), MESH_ERR_STATE);
-    nghttp2_session_del(raw.s);
-    mesh_hbone_free(c.h);
-    mesh_buf_fini(&out);
-    mesh_buf_fini(&c.data);
+    raw_srv_close(&raw, &c, &out);
 }
 
 /* The same lingering stream, reset by the upper layer instead: closed with a reset, nothing leaks. */
 static void test_hbone_lingering_stream_reset(void **state)
 {
     static uint8_t body[50000];
-    nghttp2_session_callbacks *cbs;
-    struct mesh_hbone_request req;
     struct raw_srv raw = {.body = body, .len = sizeof(body)};
     struct mesh_buf out;
     struct rec c = {0};
     int32_t sid;
-    int err;
 
     (void)state;
     fill(body, sizeof(body), 4);
-    nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_srv_on_frame_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, raw_srv_on_frame_send);
-    assert_int_equal(nghttp2_session_server_new(&raw.s, cbs, &raw), 0);
-    nghttp2_session_callbacks_del(cbs);
-    nghttp2_submit_settings(raw.s, NGHTTP2_FLAG_NONE, NULL, 0);
-    mesh_buf_init(&out, &fe.env, 0);
-    mesh_buf_init(&c.data, &fe.env, 0);
-    c.h = mesh_hbone_new(MESH_HBONE_CLIENT, &fe.env, &rec_cb, &c, &err);
-    make_req(&req, "10.0.0.2:8080");
-    assert_int_equal(mesh_hbone_connect(c.h, &req, &c, &sid), MESH_OK);
-    c.paused = true;
-    raw_srv_pump(&raw, c.h, &out);
+    sid = raw_srv_open_paused(&raw, &c, &out);
     assert_int_equal(c.n_close, 0);
     assert_int_equal(mesh_hbone_stream_reset(c.h, sid), MESH_OK);
     assert_int_equal(c.n_close, 1);
     assert_int_equal(c.last_close_err, MESH_ERR_H2_STREAM_RESET);
     raw_srv_pump(&raw, c.h, &out);
     assert_int_equal(mesh_hbone_stream_count(c.h), 0);
-    nghttp2_session_del(raw.s);
-    mesh_hbone_free(c.h);
-    mesh_buf_fini(&out);
-    mesh_buf_fini(&c.data);
+    raw_srv_close(&raw, &c, &out);
 }
 
 /* Honest flow control: nothing beyond the 4 MiB stream window until the consumer accepts bytes. */
