@@ -123,6 +123,8 @@ def main():
     ap.add_argument("--kinds", default="linux,zwire")
     ap.add_argument("--no-tcp", action="store_true", help="skip the TCP relay section (tcp_bench.py)")
     ap.add_argument("--no-mesh", action="store_true", help="skip the mesh section (mesh_bench.py)")
+    ap.add_argument("--no-engines", action="store_true",
+                    help="skip the engine section (authz_bench, xds_bench: no lab, CPU only)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: must run as root (it builds network namespaces)", file=sys.stderr)
@@ -164,7 +166,22 @@ def main():
         failed |= tcp_section(args) != 0
     if not args.no_mesh:
         mesh_section(args)  # prints only; whatever happens there leaves the exit status to the parts above
+    if not args.no_engines:
+        engines_section(args)  # likewise
     return 1 if failed else 0
+
+
+def engines_section(args):
+    """The mesh engines alone, no lab: authorization decisions and xDS conversion at scale (C programs)."""
+    for name, what in (("authz_bench", "authorization: ns per decision at 10 / 1,000 / 10,000 policies"),
+                       ("xds_bench", "xDS: push-to-snapshot time and memory at 1k / 10k / 50k workloads, "
+                                     "incremental updates")):
+        exe = os.path.join(args.build, "tests", "bench", name)
+        print(f"\n== {what} ({exe})", flush=True)
+        try:
+            subprocess.run([exe], timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"  {name} did not run to the end: {e}")
 
 
 def mesh_section(args):

@@ -14,6 +14,7 @@ tests/lab/zwlab.py "mesh"). Every pod runs mesh_peer.py, whose answers say which
 
   --backend dpdk    zwire nodes on DPDK af_packet ports (node kind "zwire")
   --backend kernel  zwire --backend kernel in kernel-routed node namespaces (node kind "zwire-kernel")
+  --backend mixed   node1 on DPDK, node2 on the kernel backend: the two backends talk HBONE to each other
 """
 
 import json
@@ -95,13 +96,13 @@ def mesh_desc(mtls_mode="PERMISSIVE", extra_policies=()):
     }
 
 
-def lab_desc(kind):
+def lab_desc(kind1, kind2):
     return {
         "fabric_cidr": "10.21.0.0/24",
         "nodes": [
-            {"name": "node1", "kind": kind, "fabric_ip": "10.21.0.1", "pods_cidr": "10.21.1.0/24",
+            {"name": "node1", "kind": kind1, "fabric_ip": "10.21.0.1", "pods_cidr": "10.21.1.0/24",
              "pods_mode": "bridge", "lcores": "0,1"},
-            {"name": "node2", "kind": kind, "fabric_ip": "10.21.0.2", "pods_cidr": "10.21.2.0/24",
+            {"name": "node2", "kind": kind2, "fabric_ip": "10.21.0.2", "pods_cidr": "10.21.2.0/24",
              "pods_mode": "bridge", "lcores": "1,0"},
         ],
         "pods": [{"name": n, "node": node, "ip": ip} for n, (node, ip) in PODS.items()],
@@ -739,8 +740,9 @@ def teardown_leaves_nothing(lab, _ctx):
 
 
 def make_lab(ctx):
-    kind = {"dpdk": "zwire", "kernel": "zwire-kernel"}[BACKEND]
-    return zwlab.Lab(lab_desc(kind), build=ctx.build)
+    kinds = {"dpdk": ("zwire", "zwire"), "kernel": ("zwire-kernel", "zwire-kernel"),
+             "mixed": ("zwire", "zwire-kernel")}[BACKEND]
+    return zwlab.Lab(lab_desc(*kinds), build=ctx.build)
 
 
 def _take_backend(argv):
@@ -755,8 +757,8 @@ def _take_backend(argv):
             backend = a.split("=", 1)[1]
             del argv[i]
             break
-    if backend not in ("dpdk", "kernel"):
-        raise SystemExit(f"--backend {backend}: want dpdk or kernel")
+    if backend not in ("dpdk", "kernel", "mixed"):
+        raise SystemExit(f"--backend {backend}: want dpdk, kernel or mixed")
     return backend
 
 
