@@ -187,37 +187,24 @@ def engines_section(args):
 def mesh_section(args):
     """The mesh benchmark (tests/bench/mesh_bench.py): no mesh, zwire HBONE, stunnel mTLS, kernel backend."""
     print("\n== Mesh: HBONE through zwire against no mesh and stunnel (tests/bench/mesh_bench.py)", flush=True)
-    mesh_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mesh_bench.py")
-    try:
-        proc = subprocess.Popen([zwlab.PYTHON, mesh_bench, "--build", args.build])
-    except OSError as e:
-        print(f"  mesh_bench.py could not start: {e}")
-        return 1
-    try:
-        rc = proc.wait(600)
-    except subprocess.TimeoutExpired:
-        print("  mesh_bench.py did not finish in 600 s; stopping it (it tears its lab down on SIGTERM)")
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return 1
+    rc = run_bench_script("mesh_bench.py", args.build, 600)
     if rc != 0:
         print(f"  (mesh_bench.py exited {rc}; the numbers above are unaffected)")
     return rc
 
 
-def tcp_section(args):
-    """The TCP relay benchmark (tests/bench/tcp_bench.py): zwire forwarder against a Linux relay."""
-    print("\n== TCP relay (tests/bench/tcp_bench.py)", flush=True)
-    tcp_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_bench.py")
-    proc = subprocess.Popen([zwlab.PYTHON, tcp_bench, "--build", args.build])
+def run_bench_script(name, build, limit_s):
+    """Runs tests/bench/NAME --build BUILD; stops it (it tears its lab down on SIGTERM) after limit_s. Its status."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
     try:
-        return proc.wait(900)
+        proc = subprocess.Popen([zwlab.PYTHON, path, "--build", build])
+    except OSError as e:
+        print(f"  {name} could not start: {e}")
+        return 1
+    try:
+        return proc.wait(limit_s)
     except subprocess.TimeoutExpired:
-        print("  tcp_bench.py did not finish in 900 s; stopping it (it tears its lab down on SIGTERM)")
+        print(f"  {name} did not finish in {limit_s} s; stopping it (it tears its lab down on SIGTERM)")
         proc.terminate()
         try:
             proc.wait(60)
@@ -225,6 +212,12 @@ def tcp_section(args):
             proc.kill()
             proc.wait()
         return 1
+
+
+def tcp_section(args):
+    """The TCP relay benchmark (tests/bench/tcp_bench.py): zwire forwarder against a Linux relay."""
+    print("\n== TCP relay (tests/bench/tcp_bench.py)", flush=True)
+    return run_bench_script("tcp_bench.py", args.build, 900)
 
 
 if __name__ == "__main__":
