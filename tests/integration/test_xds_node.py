@@ -15,7 +15,7 @@ throw-away PKI (server-only TLS, a bearer token). Both control planes play the s
 
 Cases: ready once both types were ACKed; a -> c crosses as HBONE with sa-a's identity; b -> c is denied by the
 pushed policy; the malformed resource was NACKed with its reason and nothing else changed; the policy pushed later
-denies a -> c live; no control-plane check failed.
+denies a -> c live and closes a connection a held open since before the push; no control-plane check failed.
 """
 
 import json
@@ -28,6 +28,7 @@ import zwlab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTROLPLANE = os.path.join(HERE, "..", "controlplane", "controlplane.py")
+MESH_PEER = os.path.join(HERE, "mesh_peer.py")
 PY = zwlab.PYTHON
 TD = "cluster.local"
 TOKEN = "zw-xds-node-token"
@@ -131,11 +132,19 @@ def wait_for(pred, timeout, step=0.3):
 
 def ensure_server(lab, ctx):
     if "http" not in ctx.scratch:
-        www = os.path.join(lab.run_dir, "www")
-        os.makedirs(www, exist_ok=True)
-        with open(os.path.join(www, "index.html"), "w", encoding="utf-8") as f:
-            f.write("hello from c\n")
-        ctx.scratch["http"] = lab.start_http_server("c", PORT, www)
+        proc = lab.start_bg("c", [PY, MESH_PEER, "serve", "c", PODS["c"][1], str(PORT)], "peer-c")
+        lab.wait_listen("c", PORT, "tcp", proc=proc)
+        ctx.scratch["http"] = proc
+
+
+def start_hold(lab, ctx):
+    """a keeps one connection to c open (GET /hold: c sends a byte every 0.2 s) from before the later push."""
+    ensure_server(lab, ctx)
+    if "hold" not in ctx.scratch:
+        hold = lab.start_bg("a", [PY, MESH_PEER, "hold", PODS["c"][1], str(PORT)], "hold-a-c")
+        ok = wait_for(lambda: "open" in hold.log_tail(), 10)
+        check(ok, f"a -> c (hold) did not open: {hold.log_tail()!r}")
+        ctx.scratch["hold"] = hold
 
 
 @case
@@ -166,7 +175,7 @@ def pushed_workloads_carry_a_to_c_over_hbone(lab, ctx):
 
 @case
 def pushed_policy_denies_b_to_c(lab, ctx):
-    ensure_server(lab, ctx)
+    start_hold(lab, ctx)
     rc, code, err = curl(lab, "b", PODS["c"][1])
     check(rc != 0 or code != "200", f"b -> c succeeded although allow-sa-a admits only sa-a: {code}")
     inb = wait_for(lambda: [ln for ln in access_lines(lab, "node2") if " inbound " in ln
@@ -210,6 +219,10 @@ def policy_pushed_later_denies_a_to_c_live(lab, ctx):
         return rc != 0 or code != "200"
     got = wait_for(denied, PHASE2_S + 30, step=1.0)
     check(got, f"a -> c still allowed {PHASE2_S + 30}s later; control plane events: {events(lab, 'node2')[-4:]}")
+    hold = ctx.scratch.get("hold")
+    check(hold is not None, "no connection was held open across the push")
+    closed = wait_for(lambda: not hold.alive(), 10)
+    check(closed, f"a's connection to c, open before the push, survived the DENY for 10 s: {hold.log_tail()!r}")
     inb = [ln for ln in access_lines(lab, "node2") if " inbound " in ln
            and f"src.identity=spiffe://{TD}/ns/default/sa/sa-a" in ln]
     check(inb and "reason=denied" in inb[-1], f"node2's last line for sa-a is not a denial: {inb[-1:]}")
