@@ -227,13 +227,25 @@ void dp_lcore_drain_inbox(struct dp_lcore *lc)
                 const struct rte_ipv4_hdr *ip = dp_ip4_hdr(m);
                 unsigned ihl = rte_ipv4_hdr_len(ip);
                 const struct rte_tcp_hdr *th = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
+                uint32_t how = m->hash.usr;
+                bool known;
                 dp_count(lc, DP_CNT_HANDOFF_IN);
-                if (m->hash.usr == DP_HANDOFF_ROUTE_IF_UNKNOWN &&
-                    tcp_conn_lookup(lc->tcp, rte_be_to_cpu_32(ip->dst_addr), rte_be_to_cpu_16(th->dst_port),
-                                    rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_16(th->src_port)) == NULL)
-                    dp_ip4_forward(lc, m); /* not ours after all: a routed flow */
-                else
+                if (how == 0) {
                     dp_tcp_input(lc, m, ihl);
+                    continue;
+                }
+                known = tcp_conn_lookup(lc->tcp, rte_be_to_cpu_32(ip->dst_addr), rte_be_to_cpu_16(th->dst_port),
+                                        rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_16(th->src_port)) != NULL;
+                if (known) {
+                    dp_count(lc, DP_CNT_TCP_TRANSPARENT_IN);
+                    dp_tcp_input(lc, m, ihl);
+                } else if ((how & DP_HANDOFF_SEARCH) &&
+                           (how >> DP_HANDOFF_HOPS_SHIFT) + 1 < (uint32_t)lc->stack->n_lcores) {
+                    m->hash.usr = DP_HANDOFF_SEARCH | (((how >> DP_HANDOFF_HOPS_SHIFT) + 1) << DP_HANDOFF_HOPS_SHIFT);
+                    dp_lcore_handoff(lc, dp_lcore_next(lc), m);
+                } else {
+                    dp_ip4_forward(lc, m); /* not ours after all: a routed flow */
+                }
             }
         }
     }

@@ -210,6 +210,16 @@ void dp_lcore_drain_inbox(struct dp_lcore *lc);
 struct dp_lcore *dp_lcore_port_owner(struct dp_lcore *lc, uint16_t port);
 /* m->hash.usr of a handed-over packet: route it on when the owner has no such connection (else: TCP input). */
 #define DP_HANDOFF_ROUTE_IF_UNKNOWN 1u
+/*
+ * m->hash.usr of a segment of a captured flow that missed on the lcore it arrived at (a port that spills a flow to
+ * another queue, as af_packet's fanout rollover does under load): it visits the other lcores in turn, the hop count
+ * in the bits above DP_HANDOFF_HOPS_SHIFT; the one that holds the connection takes it, after the last the segment
+ * is routed on as before.
+ */
+#define DP_HANDOFF_SEARCH 2u
+#define DP_HANDOFF_HOPS_SHIFT 8
+/* The next lcore after lc, for DP_HANDOFF_SEARCH. */
+struct dp_lcore *dp_lcore_next(struct dp_lcore *lc);
 /* Hand m (at the IP header) to the lcore that owns its connection. Consumes m. */
 void dp_lcore_handoff(struct dp_lcore *lc, struct dp_lcore *owner, struct rte_mbuf *m);
 

@@ -120,6 +120,14 @@ static bool ip4_mesh_tcp(struct dp_lcore *lc, uint8_t port, struct rte_mbuf *m, 
             dp_lcore_handoff(lc, owner, m);
             return true;
         }
+        /* A flow the stack would capture, spilled from the lcore that accepted it: ask the others in turn. */
+        if (lc->stack->n_lcores > 1 &&
+            dp_classify_syn(lc->stack, port, src, dst, rte_be_to_cpu_16(th->dst_port)) != DP_FLOW_PASSTHROUGH) {
+            m->port = port;
+            m->hash.usr = DP_HANDOFF_SEARCH | (1u << DP_HANDOFF_HOPS_SHIFT);
+            dp_lcore_handoff(lc, dp_lcore_next(lc), m);
+            return true;
+        }
         return false;
     }
     cls = dp_classify_syn(lc->stack, port, src, dst, rte_be_to_cpu_16(th->dst_port));

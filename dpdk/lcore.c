@@ -178,6 +178,12 @@ struct dp_lcore *dp_lcore_port_owner(struct dp_lcore *lc, uint16_t port)
     return owner == lc ? NULL : owner;
 }
 
+struct dp_lcore *dp_lcore_next(struct dp_lcore *lc)
+{
+    const struct dp_stack *st = lc->stack;
+    return st->lcores[(lc->worker + 1) % (unsigned)st->n_lcores];
+}
+
 void dp_lcore_handoff(struct dp_lcore *lc, struct dp_lcore *owner, struct rte_mbuf *m)
 {
     /* hash.usr says what the owner does with it: set by the caller for routed packets, 0 otherwise */
