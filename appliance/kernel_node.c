@@ -851,6 +851,27 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
 }
 #endif
 
+#if ZW_KERNEL_PROXY
+#define KNODE_CONN_LIST_MAX 4096
+/* GET /connections: the proxy's live connections (one thread: read directly). */
+static void knode_api_connections(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct knode *n = ctx;
+    json_t *arr = json_array();
+    struct mesh_proxy_conn_view *v;
+    size_t k;
+    (void)req;
+
+    if (n->proxy != NULL && (v = calloc(KNODE_CONN_LIST_MAX, sizeof(*v))) != NULL) {
+        k = mesh_proxy_list(n->proxy, v, KNODE_CONN_LIST_MAX);
+        for (size_t i = 0; i < k; i++)
+            json_array_append_new(arr, app_mesh_conn_view_json(&v[i], -1, mesh_env_now(&n->env)));
+        free(v);
+    }
+    mgmt_response_json(resp, 200, arr);
+}
+#endif
+
 static int knode_api_register(struct knode *n, struct mgmt_routes *routes)
 {
     int rc = 0;
@@ -870,6 +891,10 @@ static int knode_api_register(struct knode *n, struct mgmt_routes *routes)
     rc |= mgmt_routes_add(routes, "POST", "/logging", knode_api_logging, n,
                           "show or set the log level: ?level=error|warn|info|debug", 0);
     rc |= mgmt_routes_add(routes, "POST", "/quitquitquit", knode_api_quit, n, "drain and exit", 0);
+#if ZW_KERNEL_PROXY
+    rc |= mgmt_routes_add(routes, "GET", "/connections", knode_api_connections, n,
+                          "live proxied connections: direction, addresses, identities, bytes, age (JSON)", 0);
+#endif
     return rc < 0 ? -EINVAL : 0;
 }
 

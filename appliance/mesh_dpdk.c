@@ -148,6 +148,11 @@ const struct mesh_proxy_stats *app_mesh_lcore_stats(const struct app_mesh_lcore 
     return mesh_proxy_stats(ml->proxy);
 }
 
+size_t app_mesh_lcore_list(const struct app_mesh_lcore *ml, struct mesh_proxy_conn_view *out, size_t max)
+{
+    return mesh_proxy_list(ml->proxy, out, max);
+}
+
 int app_mesh_lcore_update(struct app_mesh_lcore *ml, struct app_mesh_node *mn)
 {
     struct mesh_proxy_config pc = {0};

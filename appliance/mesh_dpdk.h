@@ -28,5 +28,8 @@ int app_mesh_lcore_update(struct app_mesh_lcore *ml, struct app_mesh_node *mn);
 /* On the owning lcore (RPC): add this lcore's metrics into dst. 0 or -ENOMEM. */
 int app_mesh_lcore_merge_metrics(const struct app_mesh_lcore *ml, struct mesh_metrics *dst);
 const struct mesh_proxy_stats *app_mesh_lcore_stats(const struct app_mesh_lcore *ml);
+struct mesh_proxy_conn_view;
+/* On the owning lcore (RPC): views of its live proxied connections (at most max). Returns the count. */
+size_t app_mesh_lcore_list(const struct app_mesh_lcore *ml, struct mesh_proxy_conn_view *out, size_t max);
 
 #endif

@@ -310,6 +310,19 @@ void app_mesh_node_proxy_config(struct app_mesh_node *n, struct mesh_proxy_confi
     pc->hbone_port = m->hbone_port;
 }
 
+json_t *app_mesh_conn_view_json(const struct mesh_proxy_conn_view *v, int lcore, uint64_t now_ns)
+{
+    char src[64], dst[64];
+
+    mesh_addr_format(&v->src, true, src, sizeof(src));
+    mesh_addr_format(&v->dst, true, dst, sizeof(dst));
+    return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:f}", "lcore", lcore, "direction",
+                     mesh_proxy_direction_str(v->dir), "state", v->state, "src", src, "dst", dst, "src_identity",
+                     v->src_identity, "dst_identity", v->dst_identity, "bytes_sent", (json_int_t)v->bytes_sent,
+                     "bytes_recv", (json_int_t)v->bytes_recv, "age_s",
+                     now_ns > v->start_ns ? (double)(now_ns - v->start_ns) / 1e9 : 0.0);
+}
+
 size_t app_mesh_node_local_addresses(const struct app_mesh_node *n, uint32_t *out, size_t max)
 {
     size_t k = 0;

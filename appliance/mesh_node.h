@@ -94,6 +94,10 @@ int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt
 /* Render the Istio TCP metric families of m (facts §5) into prom. */
 void app_mesh_metrics_render(struct mgmt_prom *prom, const struct mesh_metrics *m);
 
+struct mesh_proxy_conn_view;
+/* One JSON object for a live proxied connection (GET /connections), lcore -1 when the backend has none. */
+json_t *app_mesh_conn_view_json(const struct mesh_proxy_conn_view *v, int lcore, uint64_t now_ns);
+
 /* A mesh_env for the backends: libc allocator, CLOCK_REALTIME, getrandom, the appliance log. */
 void app_mesh_env_init(struct mesh_env *env);
 

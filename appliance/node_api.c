@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <rte_ethdev.h>
@@ -22,6 +23,7 @@
 #include "mesh/workload.h"
 #include "appliance/config_xds.h"
 #include "appliance/xds_agent.h"
+#include "mesh/proxy.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
 #include "dpdk/tcp.h"
@@ -279,6 +281,45 @@ static void api_tcp_connections(void *ctx, const struct mgmt_request *req, struc
                                (json_int_t)c->rcv_space, "srtt_us", (json_int_t)c->srtt_us, "rto_ms",
                                (json_int_t)c->rto_ms, "flags", (json_int_t)c->flags, "owned", c->owned));
         }
+    }
+    mgmt_response_json(resp, 200, arr);
+}
+
+/* ---- GET /connections: the live proxied connections of every lcore ---- */
+
+#define API_CONN_LIST_MAX 1024
+
+struct api_conn_list {
+    const struct app_mesh_lcore *ml;
+    size_t n;
+    struct mesh_proxy_conn_view v[API_CONN_LIST_MAX];
+};
+
+static void api_conn_list_on_lcore(struct dp_lcore *lc, void *arg)
+{
+    struct api_conn_list *l = arg;
+    (void)lc;
+    l->n = l->ml != NULL ? app_mesh_lcore_list(l->ml, l->v, API_CONN_LIST_MAX) : 0;
+}
+
+static void api_connections(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
+{
+    struct app_api *api = ctx;
+    const struct app_node *node = api->node;
+    json_t *arr = json_array();
+    struct timespec ts;
+    (void)req;
+
+    clock_gettime(CLOCK_REALTIME, &ts); /* the mesh env's clock */
+    for (int i = 0; i < node->stack.n_lcores; i++) {
+        struct api_conn_list *l = &api->conn_lists[i];
+        l->ml = node->mesh_lcores[i];
+        if (l->ml == NULL || dp_lcore_rpc_call(&node->lcores[i], api_conn_list_on_lcore, l, API_RPC_TIMEOUT_MS) < 0)
+            continue;
+        for (size_t k = 0; k < l->n; k++)
+            json_array_append_new(arr, app_mesh_conn_view_json(&l->v[k], (int)node->lcores[i].lcore_id,
+                                                               (uint64_t)ts.tv_sec * 1000000000ull +
+                                                                   (uint64_t)ts.tv_nsec));
     }
     mgmt_response_json(resp, 200, arr);
 }
@@ -586,7 +627,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
     api->arp_snaps = calloc(DP_MAX_LCORES, sizeof(*api->arp_snaps));
     api->tcp_usage = calloc(DP_MAX_LCORES, sizeof(*api->tcp_usage));
     api->tcp_lists = calloc(DP_MAX_LCORES, sizeof(*api->tcp_lists));
-    if (api->arp_snaps == NULL || api->tcp_usage == NULL || api->tcp_lists == NULL)
+    api->conn_lists = calloc(DP_MAX_LCORES, sizeof(*api->conn_lists));
+    if (api->arp_snaps == NULL || api->tcp_usage == NULL || api->tcp_lists == NULL || api->conn_lists == NULL)
         return -ENOMEM;
     rc |= mgmt_routes_add(routes, "GET", "/healthz/ready", api_ready, api, "200 once the data plane runs",
                           MGMT_ROUTE_TCP);
@@ -600,6 +642,8 @@ int app_api_register(struct app_api *api, struct mgmt_routes *routes)
     rc |= mgmt_routes_add(routes, "POST", "/logging", api_logging, api,
                           "show or set the log level: ?level=error|warn|info|debug", 0);
     rc |= mgmt_routes_add(routes, "POST", "/quitquitquit", api_quit, api, "drain and exit", 0);
+    rc |= mgmt_routes_add(routes, "GET", "/connections", api_connections, api,
+                          "live proxied connections: lcore, direction, addresses, identities, bytes, age (JSON)", 0);
     rc |= mgmt_routes_add(routes, "GET", "/tcp/connections", api_tcp_connections, api,
                           "every TCP connection block: state, sequence, windows, queues (JSON)", 0);
     rc |= mgmt_routes_add(routes, "PUT", "/config", api_put_config, api,
@@ -616,4 +660,6 @@ void app_api_fini(struct app_api *api)
     api->tcp_usage = NULL;
     free(api->tcp_lists);
     api->tcp_lists = NULL;
+    free(api->conn_lists);
+    api->conn_lists = NULL;
 }

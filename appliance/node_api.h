@@ -11,6 +11,7 @@
 struct api_arp_snapshot;
 struct dp_tcp_usage;
 struct api_tcp_list;
+struct api_conn_list;
 
 struct app_api {
     struct app_node *node;
@@ -19,6 +20,7 @@ struct app_api {
     struct api_arp_snapshot *arp_snaps;  /* one per lcore: RPC targets that outlive a timed-out call */
     struct dp_tcp_usage *tcp_usage;      /* likewise */
     struct api_tcp_list *tcp_lists;      /* likewise */
+    struct api_conn_list *conn_lists;    /* likewise */
 };
 
 /* Register every endpoint on routes with api as context. 0, -ENOMEM or -EINVAL. */

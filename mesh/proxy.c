@@ -328,6 +328,34 @@ struct proxy_conn *proxy_conn_new(struct mesh_proxy *p, enum mesh_proxy_directio
     return pc;
 }
 
+size_t mesh_proxy_list(const struct mesh_proxy *p, struct mesh_proxy_conn_view *out, size_t max)
+{
+    static const char *const states[] = {"resolving", "connecting", "relaying", "done"};
+    size_t n = 0;
+
+    for (const struct proxy_conn *pc = p->conns; pc != NULL && n < max; pc = pc->next) {
+        struct mesh_proxy_conn_view *v = &out[n];
+        if (pc->state == PROXY_CONN_DONE)
+            continue;
+        memset(v, 0, sizeof(*v));
+        v->dir = pc->dir;
+        v->state = states[pc->state];
+        v->src = pc->src;
+        v->dst = pc->dir == MESH_PROXY_OUTBOUND ? pc->dst : pc->target;
+        if (pc->has_src_id)
+            mesh_spiffe_format(&pc->src_id, v->src_identity, sizeof(v->src_identity));
+        if (pc->has_dst_id)
+            mesh_spiffe_format(&pc->dst_id, v->dst_identity, sizeof(v->dst_identity));
+        if (pc->state == PROXY_CONN_RELAYING) {
+            v->bytes_recv = mesh_relay_bytes(&pc->relay, MESH_RELAY_A);
+            v->bytes_sent = mesh_relay_bytes(&pc->relay, MESH_RELAY_B);
+        }
+        v->start_ns = pc->start_ns;
+        n++;
+    }
+    return n;
+}
+
 static void proxy_conn_unlink(struct proxy_conn *pc)
 {
     if (pc->p->recheck_next == pc)

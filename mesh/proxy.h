@@ -283,6 +283,21 @@ const struct mesh_proxy_stats *mesh_proxy_stats(const struct mesh_proxy *p);
  */
 void mesh_proxy_free(struct mesh_proxy *p);
 
+/* One live connection, for listings (zwirectl connections). Identities are truncated to fit, "" when none. */
+#define MESH_PROXY_VIEW_ID_BYTES 192
+struct mesh_proxy_conn_view {
+    enum mesh_proxy_direction dir;
+    const char *state; /* static: "resolving", "connecting", "relaying" */
+    struct mesh_addr src, dst;
+    char src_identity[MESH_PROXY_VIEW_ID_BYTES];
+    char dst_identity[MESH_PROXY_VIEW_ID_BYTES];
+    uint64_t bytes_sent, bytes_recv; /* to the client, from the client */
+    uint64_t start_ns;               /* env clock */
+};
+
+/* Fill up to max views of p's live connections (on p's thread). Returns how many were filled. */
+size_t mesh_proxy_list(const struct mesh_proxy *p, struct mesh_proxy_conn_view *out, size_t max);
+
 /* Static strings. */
 const char *mesh_proxy_direction_str(enum mesh_proxy_direction d);
 const char *mesh_mtls_mode_str(enum mesh_mtls_mode m);

@@ -65,6 +65,7 @@ static void usage(FILE *out)
             "commands:\n"
             "  status            readiness and a summary (node, uptime, ports, workers)\n"
             "  stats             port, lcore and counter tables (--all: zero counters and per-lcore counters too)\n"
+            "  connections       live proxied connections: lcore, direction, addresses, identities, bytes, age\n"
             "  tcp               TCP connections by state, per-lcore usage, tcp_* counters (retransmits, drops)\n"
             "  authz check [--src-identity spiffe://...] [--src IP] --dst IP:PORT\n"
             "                    explain the node's authorization decision: which policy matched and why\n"
@@ -518,6 +519,29 @@ static int cmd_tcp(const struct ctl_opts *o)
     return CTL_EXIT_OK;
 }
 
+static const struct mgmt_ctl_column conn_cols[] = {
+    {"lcore", NULL},        {"direction", "dir"},       {"src", NULL},        {"dst", NULL},     {"src_identity", NULL},
+    {"dst_identity", NULL}, {"bytes_sent", "sent"},     {"bytes_recv", "recv"}, {"age_s", "age s"}, {"state", NULL},
+};
+
+/* zwirectl connections: the live proxied connections (GET /connections). */
+static int cmd_connections(const struct ctl_opts *o)
+{
+    json_t *j;
+    int rc = ctl_get_json(o, "/connections", &j);
+
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (o->json)
+        print_json(j);
+    else if (json_array_size(j) == 0)
+        printf("CONNECTIONS\n  (none)\n");
+    else
+        mgmt_ctl_table_print(stdout, "CONNECTIONS", j, conn_cols, sizeof(conn_cols) / sizeof(conn_cols[0]), false);
+    json_decref(j);
+    return CTL_EXIT_OK;
+}
+
 static int usage_error(const char *fmt, const char *arg);
 
 /* zwirectl authz check [--src-identity ID] [--src IP] --dst IP:PORT: explain a decision of the node's policies. */
@@ -774,6 +798,8 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_stats(opts);
     if (strcmp(cmd, "authz") == 0 && nargs >= 1 && strcmp(args[0], "check") == 0)
         return cmd_authz_check(opts, nargs - 1, args + 1);
+    if (strcmp(cmd, "connections") == 0 && nargs == 0)
+        return cmd_connections(opts);
     if (strcmp(cmd, "tcp") == 0 && nargs == 0)
         return cmd_tcp(opts);
     if (strcmp(cmd, "config") == 0 && nargs == 0)
@@ -786,7 +812,7 @@ static int ctl_run(const struct ctl_opts *opts, const char *cmd, int nargs, char
         return cmd_raw(opts, "POST", "/quitquitquit");
     if (strcmp(cmd, "get") == 0 && nargs == 1)
         return cmd_get(opts, args[0]);
-    if (key_is(cmd, (const char *const[]){"status", "stats", "tcp", "authz", "config", "metrics", "log-level", "quit", "get", NULL}))
+    if (key_is(cmd, (const char *const[]){"status", "stats", "connections", "tcp", "authz", "config", "metrics", "log-level", "quit", "get", NULL}))
         return usage_error("wrong number of arguments for %s", cmd);
     return usage_error("unknown command %s", cmd);
 }

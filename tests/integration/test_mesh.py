@@ -708,6 +708,16 @@ def certificates_rotate_at_half_life_without_dropping(lab, ctx):
         check("certificates rotated at half-life" in log, f"{n}: no rotation in its log")
     time.sleep(1.0)
     check(hold.alive(), f"the connection held across the rotation ended: {hold.log_tail()!r}")
+    # the held connection is listed on both nodes, with both identities
+    for node, direction in (("node1", "outbound"), ("node2", "inbound")):
+        conns = lab.zwirectl(node, ["connections"])
+        mine = [c for c in conns if c["direction"] == direction and c["dst"] == f"{ip_of('c')}:{PORT}"
+                and c["src"].startswith(ip_of("a") + ":")]
+        check(mine and mine[0]["src_identity"] == spiffe("default", "sa-a")
+              and mine[0]["dst_identity"] == spiffe("default", "sa-c") and mine[0]["bytes_sent"] > 0,
+              f"{node}: zwirectl connections does not list the held a -> c ({direction}): {conns}")
+    table = lab.zwirectl("node1", ["connections"], parse=False)
+    check("CONNECTIONS" in table and ip_of("c") in table, f"zwirectl connections (table):\n{table}")
     http_ok(lab, "a", ip_of("c"), want_pod="c", want_peer=ip_of("a"))
     lab.stop_bg(hold)
     print(f"note: rotated {sum(len(v) for v in before.values())} certificates; the held connection stayed open",
