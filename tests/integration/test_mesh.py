@@ -724,6 +724,61 @@ def certificates_rotate_at_half_life_without_dropping(lab, ctx):
           flush=True)
 
 
+def put_config(lab, node, text):
+    """PUT /config on a node. Returns (HTTP status, body)."""
+    res = zwlab.run(["curl", "-sS", "--max-time", "10", "--unix-socket", lab.socket_path(node), "-X", "PUT",
+                     "-H", "Content-Type: text/plain", "--data-binary", "@-", "-w", "\n%{http_code}",
+                     "http://localhost/config"], check=False, timeout=15, input_text=text)
+    body, _, code = res.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+@case(timeout=90)
+def put_config_adds_workload_removes_service_refuses_invalid(lab, ctx):
+    """Live config on both nodes: an invalid file is refused with every error and changes nothing; adding workload
+    e puts a -> e on HBONE at once; removing service echo closes a connection open to its VIP."""
+    ensure_servers(lab, ctx)
+    good = lab.zwire_config("node2")
+    bad = good.replace('mtls_mode = "PERMISSIVE"', 'mtls_mode = "SOMETIMES"').replace(
+        'trust_domain = "cluster.local"', 'trust_domain = "bad domain!"', 1)
+    code, body = put_config(lab, "node2", bad)
+    check(code == 400 and "mesh.mtls_mode" in body and "mesh.trust_domain" in body and "PUT /config:" in body,
+          f"invalid PUT /config -> {code}, want 400 listing both errors with their lines:\n{body}")
+    http_ok(lab, "a", ip_of("c"), want_pod="c")
+
+    hold = lab.start_bg("a", [PY, PEER, "hold", VIP, str(VIP_PORT)], "hold-a-vip")
+    deadline = time.monotonic() + 10
+    while "open" not in hold.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check("open" in hold.log_tail(), f"a -> {VIP}:{VIP_PORT} did not open: {hold.log_tail()!r}")
+    off1 = log_size(lab, "node1")
+    desc = mesh_desc()
+    desc["workloads"].append(wl("e"))
+    desc.pop("services", None)
+    for w in desc["workloads"]:
+        w.pop("services", None)
+    lab.desc["mesh"] = desc
+    for node in NODES:
+        code, body = put_config(lab, node, lab.zwire_config(node))
+        check(200 <= code < 300, f"{node}: PUT /config (e added, echo removed) -> {code}: {body[:300]}")
+    deadline = time.monotonic() + 10
+    while hold.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    check(not hold.alive(), f"a's connection to {VIP}:{VIP_PORT} survived the removal of service echo for 10 s")
+    recs = wait_records(lab, "node1", off1, lambda x: x["direction"] == "outbound"
+                        and x.get("dst_addr") == f"{VIP}:{VIP_PORT}")
+    check(recs and recs[0].get("reason") not in (None, "-"),
+          "node1 should log the VIP connection closed with a reason:" + show(x["line"] for x in recs))
+
+    off1 = log_size(lab, "node1")
+    http_ok(lab, "a", ip_of("e"), path="/a2e-live", want_pod="e")
+    recs = wait_records(lab, "node1", off1, lambda x: x["direction"] == "outbound"
+                        and x.get("dst_addr") == f"{ip_of('e')}:{PORT}")
+    check(recs and recs[-1].get("hbone_status") == "200" and recs[-1].get("dst_identity") == spiffe("default", "sa-e"),
+          "a -> e should go over HBONE to sa-e once e is a workload:" + show(x["line"] for x in recs))
+    lab.desc["mesh"] = mesh_desc()
+
+
 @case(timeout=90)
 def strict_refuses_plaintext_keeps_hbone(lab, ctx):
     """Both nodes restarted with mesh.mtls_mode = STRICT: x -> c (plaintext) is refused, a -> c (HBONE) works."""
