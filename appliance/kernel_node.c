@@ -23,7 +23,7 @@
 #include "mgmt/server.h"
 #if ZW_KERNEL_PROXY
 #include "appliance/config_mesh.h"
-#include "appliance/config_xds.h"
+#include "appliance/config_put.h"
 #include "appliance/mesh_node.h"
 #include "mesh/metrics.h"
 #include "mesh/proxy.h"
@@ -803,7 +803,6 @@ static void knode_install_mesh(struct knode *n, struct app_mesh_node *mesh)
 static void knode_api_put_config(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct knode *n = ctx;
-    struct app_config_errors errs;
     struct app_config *next;
     struct app_mesh_node *mesh;
     char err[512];
@@ -812,20 +811,9 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
         mgmt_response_text(resp, 409, "this node runs without a mesh: nothing can change live\n");
         return;
     }
-    next = app_config_load_string((const char *)req->body, "PUT /config", &errs);
-    if (next == NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed:\n");
-        for (int i = 0; i < errs.n; i++)
-            mgmt_response_append(resp, "%s\n", errs.msgs[i]);
-        app_config_errors_fini(&errs);
+    next = app_config_from_put(req, resp, false);
+    if (next == NULL)
         return;
-    }
-    app_config_errors_fini(&errs);
-    if (app_cfg_xds_node_unsupported(next, false) != NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next, false));
-        app_config_free(next);
-        return;
-    }
     if (!next->mesh->present || strcmp(next->node_name, n->cfg->node_name) != 0) {
         app_config_free(next);
         mgmt_response_text(resp, 409, "configuration refused, nothing changed: node.name or the mesh presence changed "

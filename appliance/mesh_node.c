@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "appliance/config_authz.h"
 #include "appliance/config_mesh.h"
+#include "appliance/conn_kernel.h"
 #include "appliance/log.h"
 #include "appliance/mesh_node.h"
 #include "mesh/metrics.h"
@@ -40,69 +40,10 @@ struct app_mesh_node {
 
 /* ---- the backends' env ---- */
 
-static uint64_t env_now_ns(void *u)
-{
-    struct timespec ts;
-    (void)u;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int env_random(void *u, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    (void)u;
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static void *env_alloc(void *u, size_t n)
-{
-    (void)u;
-    return malloc(n);
-}
-
-static void *env_realloc(void *u, void *p, size_t n)
-{
-    (void)u;
-    return realloc(p, n);
-}
-
-static void env_free(void *u, void *p)
-{
-    (void)u;
-    free(p);
-}
-
-static void env_log(void *u, enum mesh_log_level level, const char *module, const char *msg)
-{
-    (void)u;
-    app_log(level <= MESH_LOG_ERR ? APP_LOG_ERROR : level <= MESH_LOG_WARNING ? APP_LOG_WARN
-                                                  : level <= MESH_LOG_INFO    ? APP_LOG_INFO
-                                                                               : APP_LOG_DEBUG,
-            module, "%s", msg);
-}
-
+/* The same libc env as the kernel loop's (appliance/conn_kernel.c): one implementation for both backends. */
 void app_mesh_env_init(struct mesh_env *env)
 {
-    *env = (struct mesh_env){
-        .now_ns = env_now_ns,
-        .random = env_random,
-        .alloc = env_alloc,
-        .realloc = env_realloc,
-        .free = env_free,
-        .log = env_log,
-        .log_level = MESH_LOG_INFO,
-    };
+    app_kloop_env_init(env, MESH_LOG_INFO);
 }
 
 /* ---- build ---- */

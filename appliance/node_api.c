@@ -21,6 +21,7 @@
 #include "mesh/metrics.h"
 #include "mesh/spiffe.h"
 #include "mesh/workload.h"
+#include "appliance/config_put.h"
 #include "appliance/config_xds.h"
 #include "appliance/xds_agent.h"
 #include "mesh/proxy.h"
@@ -569,29 +570,12 @@ static void api_logging(void *ctx, const struct mgmt_request *req, struct mgmt_r
 static void api_put_config(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct app_api *api = ctx;
-    struct app_config_errors errs;
-    struct app_config *next;
+    struct app_config *next = app_config_from_put(req, resp, true);
     char err[512];
     int rc;
 
-    if (req->body_len == 0) {
-        mgmt_response_text(resp, 400, "PUT /config needs the configuration file as the body\n");
+    if (next == NULL)
         return;
-    }
-    next = app_config_load_string((const char *)req->body, "PUT /config", &errs);
-    if (next == NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed:\n");
-        for (int i = 0; i < errs.n; i++)
-            mgmt_response_append(resp, "%s\n", errs.msgs[i]);
-        app_config_errors_fini(&errs);
-        return;
-    }
-    app_config_errors_fini(&errs);
-    if (app_cfg_xds_node_unsupported(next, true) != NULL) {
-        mgmt_response_text(resp, 400, "configuration refused, nothing changed: %s\n", app_cfg_xds_node_unsupported(next, true));
-        app_config_free(next);
-        return;
-    }
     rc = app_node_reload(api->node, next, err, sizeof(err));
     if (rc < 0 && rc != -ETIMEDOUT) {
         app_config_free(next);

@@ -6,6 +6,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "mesh/h2.h"
 #include "mesh/hbone.h"
 
 #define HBONE_LOG_MODULE "mesh.hbone"
@@ -59,48 +60,6 @@ struct mesh_hbone {
 /* ====================================================================================================== */
 /* memory and errors                                                                                      */
 /* ====================================================================================================== */
-
-static void *hbone_mem_malloc(size_t size, void *ud)
-{
-    return mesh_env_alloc(ud, size);
-}
-
-static void hbone_mem_free(void *p, void *ud)
-{
-    mesh_env_free(ud, p);
-}
-
-static void *hbone_mem_calloc(size_t n, size_t size, void *ud)
-{
-    if (size != 0 && n > SIZE_MAX / size)
-        return NULL;
-    return mesh_env_calloc(ud, n * size);
-}
-
-static void *hbone_mem_realloc(void *p, size_t size, void *ud)
-{
-    return mesh_env_realloc(ud, p, size);
-}
-
-static int hbone_map_ng(int rv)
-{
-    switch (rv) {
-    case 0:
-        return MESH_OK;
-    case NGHTTP2_ERR_NOMEM:
-        return MESH_ERR_NOMEM;
-    case NGHTTP2_ERR_CALLBACK_FAILURE:
-        return MESH_ERR_INTERNAL;
-    case NGHTTP2_ERR_INVALID_ARGUMENT:
-    case NGHTTP2_ERR_INVALID_STATE:
-    case NGHTTP2_ERR_STREAM_CLOSED:
-    case NGHTTP2_ERR_STREAM_SHUT_WR:
-    case NGHTTP2_ERR_DATA_EXIST:
-        return MESH_ERR_STATE;
-    default:
-        return MESH_ERR_H2_PROTOCOL; /* BAD_CLIENT_MAGIC, FLOODED, FLOW_CONTROL, PROTO, ... */
-    }
-}
 
 static void hbone_stream_notify_close(struct hbone_stream *st, int err)
 {
@@ -506,7 +465,7 @@ static int hbone_send_settings(struct mesh_hbone *h)
     rv = nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, n);
     if (rv == 0)
         rv = nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0, MESH_HBONE_CONN_WINDOW_BYTES);
-    return hbone_map_ng(rv);
+    return mesh_h2_err(rv);
 }
 
 struct mesh_hbone *mesh_hbone_new(enum mesh_hbone_role role, const struct mesh_env *env, const struct mesh_hbone_cb *cb,
@@ -514,13 +473,7 @@ struct mesh_hbone *mesh_hbone_new(enum mesh_hbone_role role, const struct mesh_e
 {
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
-    nghttp2_mem mem = {
-        .mem_user_data = (void *)(uintptr_t)env,
-        .malloc = hbone_mem_malloc,
-        .free = hbone_mem_free,
-        .calloc = hbone_mem_calloc,
-        .realloc = hbone_mem_realloc,
-    };
+    nghttp2_mem mem = mesh_h2_mem(env);
     struct mesh_hbone *h = mesh_env_calloc(env, sizeof(*h));
     int rv, rc = MESH_ERR_NOMEM;
 
@@ -546,7 +499,7 @@ struct mesh_hbone *mesh_hbone_new(enum mesh_hbone_role role, const struct mesh_e
     rv = role == MESH_HBONE_CLIENT ? nghttp2_session_client_new3(&h->s, cbs, h, opt, &mem)
                                    : nghttp2_session_server_new3(&h->s, cbs, h, opt, &mem);
     if (rv != 0) {
-        rc = hbone_map_ng(rv);
+        rc = mesh_h2_err(rv);
         goto fail;
     }
     rc = hbone_send_settings(h);
@@ -602,7 +555,7 @@ int mesh_hbone_flush(struct mesh_hbone *h, struct mesh_buf *out)
             break; /* backpressure: the caller flushes again once out drained */
         n = nghttp2_session_mem_send(h->s, &data);
         if (n < 0)
-            return hbone_fail(h, hbone_map_ng((int)n));
+            return hbone_fail(h, mesh_h2_err((int)n));
         if (n == 0)
             break;
         rc = mesh_buf_append(out, data, (size_t)n);
@@ -627,7 +580,7 @@ int mesh_hbone_feed(struct mesh_hbone *h, const uint8_t *in, size_t len, struct 
     if (len != 0) {
         n = nghttp2_session_mem_recv(h->s, in, len);
         if (n < 0) {
-            int err = n == NGHTTP2_ERR_CALLBACK_FAILURE && h->err != MESH_OK ? h->err : hbone_map_ng((int)n);
+            int err = n == NGHTTP2_ERR_CALLBACK_FAILURE && h->err != MESH_OK ? h->err : mesh_h2_err((int)n);
             h->err = MESH_OK; /* a callback may have parked the reason; fail properly now */
             hbone_fail(h, err);
             mesh_hbone_flush(h, out);
@@ -680,7 +633,7 @@ int mesh_hbone_connect(struct mesh_hbone *h, const struct mesh_hbone_request *re
     if (id < 0) {
         h->n_live--;
         hbone_stream_free(st);
-        return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? MESH_ERR_H2_PROTOCOL : hbone_map_ng(id);
+        return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? MESH_ERR_H2_PROTOCOL : mesh_h2_err(id);
     }
     st->id = id;
     *sid = id;
@@ -715,7 +668,7 @@ int mesh_hbone_respond(struct mesh_hbone *h, int32_t sid, int status, const char
         /* HEADERS + END_STREAM; the client then resets its half of the stream */
         rv = nghttp2_submit_response(h->s, sid, nva, n, NULL);
     }
-    return hbone_map_ng(rv);
+    return mesh_h2_err(rv);
 }
 
 int mesh_hbone_stream_set_user(struct mesh_hbone *h, int32_t sid, void *su)
@@ -786,7 +739,7 @@ int mesh_hbone_stream_reset(struct mesh_hbone *h, int32_t sid)
         hbone_stream_notify_close(st, MESH_ERR_H2_STREAM_RESET);
         return MESH_OK;
     }
-    return hbone_map_ng(nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL));
+    return mesh_h2_err(nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL));
 }
 
 int mesh_hbone_stream_resume_read(struct mesh_hbone *h, int32_t sid)
@@ -814,7 +767,7 @@ int mesh_hbone_drain(struct mesh_hbone *h)
         return MESH_OK;
     rv = nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
     if (rv != 0)
-        return hbone_map_ng(rv);
+        return mesh_h2_err(rv);
     h->draining = true;
     h->drain_deadline_ns = mesh_env_now(h->env) + MESH_HBONE_DRAIN_DEADLINE_NS;
     return MESH_OK;
@@ -843,7 +796,7 @@ int mesh_hbone_on_deadline(struct mesh_hbone *h, uint64_t now_ns)
     if (!h->ping_outstanding && now_ns >= h->next_ping_ns) {
         int rv = nghttp2_submit_ping(h->s, NGHTTP2_FLAG_NONE, NULL);
         if (rv != 0)
-            return hbone_fail(h, hbone_map_ng(rv));
+            return hbone_fail(h, mesh_h2_err(rv));
         h->ping_outstanding = true;
         h->ping_timeout_ns = now_ns + MESH_HBONE_PING_TIMEOUT_NS;
         h->next_ping_ns = now_ns + MESH_HBONE_PING_INTERVAL_NS;

@@ -283,7 +283,8 @@ const struct mesh_proxy_stats *mesh_proxy_stats(const struct mesh_proxy *p);
  */
 void mesh_proxy_free(struct mesh_proxy *p);
 
-/* One live connection, for listings (zwirectl connections). Identities are truncated to fit, "" when none. */
+/* One live connection, for listings (zwirectl connections). An identity is "" when there is none (or, rarely, when
+ * it is longer than the view holds). */
 #define MESH_PROXY_VIEW_ID_BYTES 192
 struct mesh_proxy_conn_view {
     enum mesh_proxy_direction dir;

@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "mesh/h2.h"
 #include "mesh/xds_conn.h"
 
 #define XC_LOG_MODULE "mesh.xds_conn"
@@ -96,48 +97,6 @@ static char *xc_strdup(const struct mesh_env *env, const char *s)
     if (p != NULL)
         memcpy(p, s != NULL ? s : "", n);
     return p;
-}
-
-static void *xc_mem_malloc(size_t size, void *ud)
-{
-    return mesh_env_alloc(ud, size);
-}
-
-static void xc_mem_free(void *p, void *ud)
-{
-    mesh_env_free(ud, p);
-}
-
-static void *xc_mem_calloc(size_t n, size_t size, void *ud)
-{
-    if (size != 0 && n > SIZE_MAX / size)
-        return NULL;
-    return mesh_env_calloc(ud, n * size);
-}
-
-static void *xc_mem_realloc(void *p, size_t size, void *ud)
-{
-    return mesh_env_realloc(ud, p, size);
-}
-
-static int xc_map_ng(int rv)
-{
-    switch (rv) {
-    case 0:
-        return MESH_OK;
-    case NGHTTP2_ERR_NOMEM:
-        return MESH_ERR_NOMEM;
-    case NGHTTP2_ERR_CALLBACK_FAILURE:
-        return MESH_ERR_INTERNAL;
-    case NGHTTP2_ERR_INVALID_ARGUMENT:
-    case NGHTTP2_ERR_INVALID_STATE:
-    case NGHTTP2_ERR_STREAM_CLOSED:
-    case NGHTTP2_ERR_STREAM_SHUT_WR:
-    case NGHTTP2_ERR_DATA_EXIST:
-        return MESH_ERR_STATE;
-    default:
-        return MESH_ERR_H2_PROTOCOL;
-    }
 }
 
 static struct xc_call *xc_call_find(const struct mesh_xds_conn *c, int32_t sid)
@@ -495,7 +454,7 @@ static int xc_open(struct mesh_xds_conn *c, const char *path, const char *token,
     mesh_env_free(c->env, auth); /* nghttp2 copied the header block */
     if (sid < 0) {
         xc_call_free(c, call);
-        return xc_map_ng(sid) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_H2_PROTOCOL;
+        return mesh_h2_err(sid) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_H2_PROTOCOL;
     }
     call->sid = sid;
     call->next = c->calls;
@@ -789,13 +748,7 @@ static int xc_h2_init(struct mesh_xds_conn *c)
 {
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
-    nghttp2_mem mem = {
-        .mem_user_data = (void *)(uintptr_t)c->env,
-        .malloc = xc_mem_malloc,
-        .free = xc_mem_free,
-        .calloc = xc_mem_calloc,
-        .realloc = xc_mem_realloc,
-    };
+    nghttp2_mem mem = mesh_h2_mem(c->env);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, MESH_XDS_CONN_STREAM_WINDOW_BYTES},
@@ -814,11 +767,11 @@ static int xc_h2_init(struct mesh_xds_conn *c)
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (rv != 0)
-        return xc_map_ng(rv) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_INTERNAL;
+        return mesh_h2_err(rv) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_INTERNAL;
     rv = nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     if (rv == 0)
         rv = nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, MESH_XDS_CONN_WINDOW_BYTES);
-    return rv == 0 ? MESH_OK : (xc_map_ng(rv) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_INTERNAL);
+    return rv == 0 ? MESH_OK : (mesh_h2_err(rv) == MESH_ERR_NOMEM ? MESH_ERR_NOMEM : MESH_ERR_INTERNAL);
 }
 
 struct mesh_xds_conn *mesh_xds_conn_new(const struct mesh_env *env, const struct mesh_xds_conn_cfg *cfg, int *err)
@@ -940,7 +893,7 @@ int mesh_xds_conn_flush(struct mesh_xds_conn *c, struct mesh_buf *wire_out)
             break;
         n = nghttp2_session_mem_send(c->s, &data);
         if (n < 0)
-            return xc_fail(c, xc_map_ng((int)n));
+            return xc_fail(c, mesh_h2_err((int)n));
         if (n == 0)
             break;
         if (SSL_write(c->ssl, data, (int)n) <= 0) {
@@ -985,7 +938,7 @@ int mesh_xds_conn_feed(struct mesh_xds_conn *c, const uint8_t *in, size_t len, s
         }
         used = nghttp2_session_mem_recv(c->s, plain, (size_t)n);
         if (used < 0)
-            return xc_fail(c, xc_map_ng((int)used));
+            return xc_fail(c, mesh_h2_err((int)used));
         if (c->err != MESH_OK)
             break;
     }

@@ -22,78 +22,11 @@
 #include "mesh/pool.h"
 #include "mesh/proxy.h"
 #include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_app.h"
 #include "tests/fakes/fake_conn.h"
 #include "tests/fakes/testca.h"
 
 #define S_NS FAKE_NS_PER_S
-
-/* ====================================================================================================== */
-/* applications                                                                                           */
-/* ====================================================================================================== */
-
-struct app {
-    struct mesh_conn *c;
-    const uint8_t *out;
-    size_t out_len, out_off;
-    bool fin_after_write, fin_sent;
-    uint8_t *in;
-    size_t in_len, in_cap;
-    bool paused;
-    int n_fin, n_closed, close_err;
-    bool connected;
-    struct mesh_addr peer; /* server apps: the source address they saw */
-};
-
-static void app_push(struct app *a)
-{
-    while (a->c != NULL && a->out_off < a->out_len) {
-        struct iovec v = {.iov_base = (void *)(uintptr_t)(a->out + a->out_off), .iov_len = a->out_len - a->out_off};
-        ssize_t w = fake_conn_ops.write(a->c, &v, 1);
-        if (w <= 0)
-            return;
-        a->out_off += (size_t)w;
-    }
-    if (a->c != NULL && a->out_off == a->out_len && a->fin_after_write && !a->fin_sent) {
-        a->fin_sent = true;
-        fake_conn_ops.shutdown_wr(a->c);
-    }
-}
-
-static size_t app_on_data(void *u, const uint8_t *p, size_t n)
-{
-    struct app *a = u;
-    if (a->paused)
-        return 0;
-    if (a->in_len + n > a->in_cap) {
-        a->in_cap = (a->in_len + n) * 2;
-        a->in = realloc(a->in, a->in_cap);
-    }
-    memcpy(a->in + a->in_len, p, n);
-    a->in_len += n;
-    return n;
-}
-
-static void app_on_writable(void *u)
-{
-    struct app *a = u;
-    a->connected = true;
-    app_push(a);
-}
-
-static void app_on_peer_fin(void *u)
-{
-    ((struct app *)u)->n_fin++;
-}
-
-static void app_on_closed(void *u, int err)
-{
-    struct app *a = u;
-    a->n_closed++;
-    a->close_err = err;
-    a->c = NULL;
-}
-
-static const struct mesh_conn_cb app_cb = {app_on_data, app_on_writable, app_on_peer_fin, app_on_closed};
 
 /* ====================================================================================================== */
 /* the fixture                                                                                            */
@@ -124,9 +57,9 @@ struct fixture {
     struct node n1, n2;
     struct mesh_workloads *ws;
     struct mesh_addr next_orig_dst; /* what the capture listener reports */
-    struct app clients[MAX_APPS];
+    struct fake_app clients[MAX_APPS];
     int n_clients;
-    struct app servers[MAX_APPS];
+    struct fake_app servers[MAX_APPS];
     int n_servers;
     struct {
         struct mesh_spiffe_id id;
@@ -214,10 +147,10 @@ static int server_accept(void *lu, struct mesh_conn *c, const struct mesh_addr *
     (void)lu;
     (void)dst;
     assert_true(F->n_servers < MAX_APPS);
-    struct app *a = &F->servers[F->n_servers++];
+    struct fake_app *a = &F->servers[F->n_servers++];
     a->c = c;
     a->peer = *src;
-    *cb = &app_cb;
+    *cb = &fake_app_cb;
     *u = a;
     return 0;
 }
@@ -340,14 +273,14 @@ static void pump(void)
 }
 
 /* Open a captured connection from the client pod to orig_dst. */
-static struct app *client_connect(const char *ip, uint16_t port)
+static struct fake_app *client_connect(const char *ip, uint16_t port)
 {
     assert_true(F->n_clients < MAX_APPS);
-    struct app *a = &F->clients[F->n_clients++];
+    struct fake_app *a = &F->clients[F->n_clients++];
     struct fake_host h = {F->net, fake_addr("10.21.1.10", 0)};
     struct mesh_addr cap = fake_addr("10.0.1.1", 15001);
     F->next_orig_dst = fake_addr(ip, port);
-    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, a, &a->c), 0);
+    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, a, &a->c), 0);
     fake_net_run(F->net); /* the accept takes next_orig_dst */
     return a;
 }
@@ -372,11 +305,11 @@ static struct mesh_metrics_series sum(struct node *n)
 static void roundtrip(size_t rcvbuf, size_t n_up, size_t n_down)
 {
     fake_net_set_rcvbuf(F->net, rcvbuf);
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
     assert_true(c->connected);
     assert_int_equal(F->n_servers, 1);
-    struct app *s = &F->servers[0];
+    struct fake_app *s = &F->servers[0];
     /* the pod sees the client pod's own IP (transparent dial from node2) */
     assert_memory_equal(s->peer.ip.v4, A_CLIENT[0].ip.v4, 4);
 
@@ -384,7 +317,7 @@ static void roundtrip(size_t rcvbuf, size_t n_up, size_t n_down)
     c->out = up;
     c->out_len = n_up;
     c->fin_after_write = true;
-    app_push(c);
+    fake_app_push(c);
     pump();
     assert_int_equal(s->in_len, n_up);
     assert_memory_equal(s->in, up, n_up);
@@ -394,7 +327,7 @@ static void roundtrip(size_t rcvbuf, size_t n_up, size_t n_down)
     s->out = down;
     s->out_len = n_down;
     s->fin_after_write = true;
-    app_push(s);
+    fake_app_push(s);
     pump();
     assert_int_equal(c->in_len, n_down);
     assert_memory_equal(c->in, down, n_down);
@@ -470,15 +403,15 @@ static void test_proxy_hbone_paused_reader(void **state)
 {
     (void)state;
     fake_net_set_rcvbuf(F->net, 16384);
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
-    struct app *s = &F->servers[0];
+    struct fake_app *s = &F->servers[0];
     s->paused = true;
     size_t n = 32u << 20;
     uint8_t *up = pattern(n, 3);
     c->out = up;
     c->out_len = n;
-    app_push(c);
+    fake_app_push(c);
     pump();
     /* the stall is bounded by the socket buffers and the HTTP/2 windows, not by the payload */
     assert_true(c->out_off < 24u << 20);
@@ -494,7 +427,7 @@ static void test_proxy_hbone_paused_reader(void **state)
 static void test_proxy_direct_workload_address(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.21.2.10", 8080);
+    struct fake_app *c = client_connect("10.21.2.10", 8080);
     pump();
     assert_true(c->connected);
     assert_int_equal(F->n_servers, 1);
@@ -512,7 +445,7 @@ static void test_proxy_401_denied(void **state)
 {
     (void)state;
     F->n2.deny = true;
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
     assert_false(c->connected && c->n_closed == 0);
     assert_int_equal(c->n_closed, 1);
@@ -527,7 +460,7 @@ static void test_proxy_401_denied(void **state)
     assert_int_equal(F->n1.logs[0].err, MESH_ERR_HBONE_STATUS);
     /* the tunnel connection survives a stream error: the next request reuses it */
     F->n2.deny = false;
-    struct app *c2 = client_connect("10.96.0.10", 80);
+    struct fake_app *c2 = client_connect("10.96.0.10", 80);
     pump();
     assert_true(c2->connected);
     assert_int_equal(mesh_proxy_stats(F->n1.p)->pool_handshakes, 1);
@@ -539,7 +472,7 @@ static void test_proxy_400_authority_mismatch(void **state)
     struct mesh_workloads *ws = make_workloads(true);
     mesh_proxy_set_workloads(F->n1.p, ws);
     mesh_workloads_unref(ws);
-    struct app *c = client_connect("10.21.2.99", 8080);
+    struct fake_app *c = client_connect("10.21.2.99", 8080);
     pump();
     assert_int_equal(c->n_closed, 1);
     assert_int_equal(F->n1.n_logs, 1);
@@ -552,7 +485,7 @@ static void test_proxy_400_authority_mismatch(void **state)
 static void test_proxy_503_upstream_refused(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.21.2.10", 9999);
+    struct fake_app *c = client_connect("10.21.2.10", 9999);
     pump();
     assert_int_equal(c->n_closed, 1);
     assert_int_equal(F->n1.logs[0].hbone_status, 503);
@@ -566,7 +499,7 @@ static void test_proxy_503_upstream_timeout(void **state)
     (void)state;
     struct mesh_addr bh = fake_addr("10.21.2.10", 7777);
     fake_net_listen(F->net, &bh, FAKE_LISTEN_BLACKHOLE, NULL, NULL);
-    struct app *c = client_connect("10.21.2.10", 7777);
+    struct fake_app *c = client_connect("10.21.2.10", 7777);
     pump();
     assert_int_equal(c->n_closed, 0);
     uint64_t d = mesh_proxy_next_deadline(F->n2.p);
@@ -583,22 +516,22 @@ static void test_proxy_503_upstream_timeout(void **state)
 static void test_proxy_passthrough_none(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.21.2.20", 9000);
+    struct fake_app *c = client_connect("10.21.2.20", 9000);
     pump();
     assert_true(c->connected);
     assert_int_equal(F->n_servers, 1);
-    struct app *s = &F->servers[0];
+    struct fake_app *s = &F->servers[0];
     /* a passthrough leaves the pod's own address, as a connection opened inside the pod would */
     struct mesh_addr pod_a = fake_addr("10.21.1.10", 0);
     assert_memory_equal(s->peer.ip.v4, pod_a.ip.v4, 4);
     c->out = (const uint8_t *)"hello";
     c->out_len = 5;
     c->fin_after_write = true;
-    app_push(c);
+    fake_app_push(c);
     s->out = (const uint8_t *)"world!";
     s->out_len = 6;
     s->fin_after_write = true;
-    app_push(s);
+    fake_app_push(s);
     pump();
     assert_int_equal(s->in_len, 5);
     assert_int_equal(c->in_len, 6);
@@ -614,7 +547,7 @@ static void test_proxy_passthrough_none(void **state)
 static void test_proxy_passthrough_unknown_refused(void **state)
 {
     (void)state;
-    struct app *c = client_connect("192.0.2.1", 443);
+    struct fake_app *c = client_connect("192.0.2.1", 443);
     pump();
     assert_int_equal(c->n_closed, 1);
     assert_int_equal(F->n1.logs[0].reason, MESH_REASON_REFUSED);
@@ -625,7 +558,7 @@ static void test_proxy_self_call_guard(void **state)
     (void)state;
     static const uint16_t ports[] = {15001, 15006, 15008};
     for (int i = 0; i < 3; i++) {
-        struct app *c = client_connect("10.21.2.10", ports[i]);
+        struct fake_app *c = client_connect("10.21.2.10", ports[i]);
         pump();
         assert_int_equal(c->n_closed, 1);
         assert_int_equal(c->close_err, -ECONNRESET);
@@ -634,13 +567,13 @@ static void test_proxy_self_call_guard(void **state)
     assert_int_equal(fake_net_dials(F->net), 3); /* only the captures */
 }
 
-static struct app *plain_connect(const char *ip, uint16_t port)
+static struct fake_app *plain_connect(const char *ip, uint16_t port)
 {
-    struct app *a = &F->clients[F->n_clients++];
+    struct fake_app *a = &F->clients[F->n_clients++];
     struct fake_host h = {F->net, fake_addr("10.30.0.5", 0)};
     struct mesh_addr cap = fake_addr("10.0.2.1", 15006);
     F->next_orig_dst = fake_addr(ip, port);
-    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, a, &a->c), 0);
+    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, a, &a->c), 0);
     fake_net_run(F->net);
     return a;
 }
@@ -648,7 +581,7 @@ static struct app *plain_connect(const char *ip, uint16_t port)
 static void test_proxy_plain_permissive(void **state)
 {
     (void)state;
-    struct app *c = plain_connect("10.21.2.10", 8080);
+    struct fake_app *c = plain_connect("10.21.2.10", 8080);
     pump();
     assert_true(c->connected);
     assert_int_equal(F->n_servers, 1);
@@ -659,7 +592,7 @@ static void test_proxy_plain_permissive(void **state)
     c->out = (const uint8_t *)"abc";
     c->out_len = 3;
     c->fin_after_write = true;
-    app_push(c);
+    fake_app_push(c);
     pump();
     fake_conn_ops.shutdown_wr(F->servers[0].c);
     pump();
@@ -675,14 +608,14 @@ static void test_proxy_plain_strict(void **state)
     (void)state;
     teardown(NULL);
     fixture_up(MESH_MTLS_STRICT, 0);
-    struct app *c = plain_connect("10.21.2.10", 8080);
+    struct fake_app *c = plain_connect("10.21.2.10", 8080);
     pump();
     assert_int_equal(c->n_closed, 1);
     assert_int_equal(F->n_servers, 0);
     assert_int_equal(F->n2.logs[0].reason, MESH_REASON_DENIED);
     assert_int_equal(F->n2.n_authz, 0); /* STRICT denies before the hook */
     /* HBONE is still fine under STRICT */
-    struct app *h = client_connect("10.96.0.10", 80);
+    struct fake_app *h = client_connect("10.96.0.10", 80);
     pump();
     assert_true(h->connected);
     assert_int_equal(F->n_servers, 1);
@@ -691,11 +624,11 @@ static void test_proxy_plain_strict(void **state)
 static void test_proxy_abort_from_server(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
     c->out = (const uint8_t *)"x";
     c->out_len = 1;
-    app_push(c);
+    fake_app_push(c);
     pump();
     fake_conn_ops.abort(F->servers[0].c);
     F->servers[0].c = NULL;
@@ -711,7 +644,7 @@ static void test_proxy_abort_from_server(void **state)
 static void test_proxy_abort_from_client(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
     fake_conn_ops.abort(c->c);
     c->c = NULL;
@@ -728,13 +661,13 @@ static void test_proxy_abort_from_client(void **state)
 static void test_pool_single_flight(void **state)
 {
     (void)state;
-    struct app *c[3];
+    struct fake_app *c[3];
     for (int i = 0; i < 3; i++) {
         F->next_orig_dst = fake_addr("10.96.0.10", 80);
         struct fake_host h = {F->net, fake_addr("10.21.1.10", 0)};
         struct mesh_addr cap = fake_addr("10.0.1.1", 15001);
         c[i] = &F->clients[F->n_clients++];
-        assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, c[i], &c[i]->c), 0);
+        assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, c[i], &c[i]->c), 0);
     }
     pump();
     for (int i = 0; i < 3; i++)
@@ -743,7 +676,7 @@ static void test_pool_single_flight(void **state)
     assert_int_equal(mesh_proxy_stats(F->n1.p)->pool_handshakes, 1);
     assert_int_equal(mesh_proxy_stats(F->n2.p)->inbound_conns, 1);
     /* a later request reuses it too */
-    struct app *d = client_connect("10.96.0.10", 80);
+    struct fake_app *d = client_connect("10.96.0.10", 80);
     pump();
     assert_true(d->connected);
     assert_int_equal(mesh_proxy_stats(F->n1.p)->pool_handshakes, 1);
@@ -755,7 +688,7 @@ static void test_pool_max_streams(void **state)
     teardown(NULL);
     fixture_up(MESH_MTLS_PERMISSIVE, 2);
     for (int i = 0; i < 5; i++) {
-        struct app *c = client_connect("10.96.0.10", 80);
+        struct fake_app *c = client_connect("10.96.0.10", 80);
         pump();
         assert_true(c->connected);
     }
@@ -766,7 +699,7 @@ static void test_pool_max_streams(void **state)
 static void test_pool_idle_release(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.96.0.10", 80);
     pump();
     fake_conn_ops.shutdown_wr(c->c);
     pump();
@@ -785,7 +718,7 @@ static void test_pool_idle_release(void **state)
     assert_int_equal(mesh_proxy_stats(F->n2.p)->inbound_conns, 0);
     assert_int_equal(fake_net_live(F->net), 0);
     /* the next request opens a new one */
-    struct app *d = client_connect("10.96.0.10", 80);
+    struct fake_app *d = client_connect("10.96.0.10", 80);
     pump();
     assert_true(d->connected);
     assert_int_equal(mesh_proxy_stats(F->n1.p)->pool_handshakes, 2);
@@ -797,13 +730,13 @@ static void test_pool_failure_propagation(void **state)
     struct mesh_addr l = fake_addr("10.21.2.10", 15008);
     fake_net_unlisten(F->net, &l);
     size_t dials0 = fake_net_dials(F->net);
-    struct app *c[3];
+    struct fake_app *c[3];
     for (int i = 0; i < 3; i++) {
         F->next_orig_dst = fake_addr("10.96.0.10", 80);
         struct fake_host h = {F->net, fake_addr("10.21.1.10", 0)};
         struct mesh_addr cap = fake_addr("10.0.1.1", 15001);
         c[i] = &F->clients[F->n_clients++];
-        assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, c[i], &c[i]->c), 0);
+        assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, c[i], &c[i]->c), 0);
     }
     pump();
     for (int i = 0; i < 3; i++) {

@@ -24,77 +24,9 @@
 
 #include "mesh/proxy.h"
 #include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_app.h"
 #include "tests/fakes/fake_conn.h"
 #include "tests/fakes/testca.h"
-
-/* ====================================================================================================== */
-/* applications                                                                                           */
-/* ====================================================================================================== */
-
-struct app {
-    struct mesh_conn *c;
-    const uint8_t *out;
-    size_t out_len, out_off;
-    bool fin_after_write, fin_sent;
-    uint8_t *in;
-    size_t in_len, in_cap;
-    bool paused;
-    int n_fin, n_closed, close_err;
-    bool connected;
-    struct mesh_addr peer;  /* server apps: the source address they saw */
-    struct mesh_addr local; /* server apps: the address dialled */
-};
-
-static void app_push(struct app *a)
-{
-    while (a->c != NULL && a->out_off < a->out_len) {
-        struct iovec v = {.iov_base = (void *)(uintptr_t)(a->out + a->out_off), .iov_len = a->out_len - a->out_off};
-        ssize_t w = fake_conn_ops.write(a->c, &v, 1);
-        if (w <= 0)
-            return;
-        a->out_off += (size_t)w;
-    }
-    if (a->c != NULL && a->out_off == a->out_len && a->fin_after_write && !a->fin_sent) {
-        a->fin_sent = true;
-        fake_conn_ops.shutdown_wr(a->c);
-    }
-}
-
-static size_t app_on_data(void *u, const uint8_t *p, size_t n)
-{
-    struct app *a = u;
-    if (a->paused)
-        return 0;
-    if (a->in_len + n > a->in_cap) {
-        a->in_cap = (a->in_len + n) * 2;
-        a->in = realloc(a->in, a->in_cap);
-    }
-    memcpy(a->in + a->in_len, p, n);
-    a->in_len += n;
-    return n;
-}
-
-static void app_on_writable(void *u)
-{
-    struct app *a = u;
-    a->connected = true;
-    app_push(a);
-}
-
-static void app_on_peer_fin(void *u)
-{
-    ((struct app *)u)->n_fin++;
-}
-
-static void app_on_closed(void *u, int err)
-{
-    struct app *a = u;
-    a->n_closed++;
-    a->close_err = err;
-    a->c = NULL;
-}
-
-static const struct mesh_conn_cb app_cb = {app_on_data, app_on_writable, app_on_peer_fin, app_on_closed};
 
 /* ====================================================================================================== */
 /* policies, certificate stores, the fixture                                                              */
@@ -149,9 +81,9 @@ struct fixture {
     struct policy pol; /* the initial policy: allow */
     struct store store_a, store_b;
     struct mesh_addr next_orig_dst;
-    struct app clients[MAX_APPS];
+    struct fake_app clients[MAX_APPS];
     int n_clients;
-    struct app servers[MAX_APPS];
+    struct fake_app servers[MAX_APPS];
     int n_servers;
 };
 
@@ -237,11 +169,11 @@ static int server_accept(void *lu, struct mesh_conn *c, const struct mesh_addr *
 {
     (void)lu;
     assert_true(F->n_servers < MAX_APPS);
-    struct app *a = &F->servers[F->n_servers++];
+    struct fake_app *a = &F->servers[F->n_servers++];
     a->c = c;
     a->peer = *src;
     a->local = *dst;
-    *cb = &app_cb;
+    *cb = &fake_app_cb;
     *u = a;
     return 0;
 }
@@ -420,35 +352,35 @@ static void pump(void)
 }
 
 /* A captured connection from a client pod (src_ip) to ip:port, through node1. */
-static struct app *client_connect(const char *src_ip, const char *ip, uint16_t port)
+static struct fake_app *client_connect(const char *src_ip, const char *ip, uint16_t port)
 {
     assert_true(F->n_clients < MAX_APPS);
-    struct app *a = &F->clients[F->n_clients++];
+    struct fake_app *a = &F->clients[F->n_clients++];
     struct fake_host h = {F->net, fake_addr(src_ip, 0)};
     struct mesh_addr cap = fake_addr("10.0.1.1", 15001);
     F->next_orig_dst = fake_addr(ip, port);
-    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, a, &a->c), 0);
+    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, a, &a->c), 0);
     pump(); /* the accept takes next_orig_dst */
     pump();
     return a;
 }
 
 /* A plaintext connection from outside the mesh to a local pod, through node2's 15006. */
-static struct app *plain_connect(const char *ip, uint16_t port)
+static struct fake_app *plain_connect(const char *ip, uint16_t port)
 {
     assert_true(F->n_clients < MAX_APPS);
-    struct app *a = &F->clients[F->n_clients++];
+    struct fake_app *a = &F->clients[F->n_clients++];
     struct fake_host h = {F->net, fake_addr("10.30.0.5", 0)};
     struct mesh_addr cap = fake_addr("10.0.2.1", 15006);
     F->next_orig_dst = fake_addr(ip, port);
-    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &app_cb, a, &a->c), 0);
+    assert_int_equal(fake_conn_ops.dial(&h, NULL, &cap, &fake_app_cb, a, &a->c), 0);
     pump();
     pump();
     return a;
 }
 
 /* The server app whose peer (the transparent source) is ip, the most recent one first. */
-static struct app *server_from(const char *ip)
+static struct fake_app *server_from(const char *ip)
 {
     struct mesh_addr want = fake_addr(ip, 0);
     for (int i = F->n_servers - 1; i >= 0; i--)
@@ -468,14 +400,14 @@ static uint8_t *pattern(size_t n, unsigned seed)
 }
 
 /* Send n bytes from a to b and check that they all arrived (b's input is reset first). */
-static void exchange(struct app *a, struct app *b, const char *msg)
+static void exchange(struct fake_app *a, struct fake_app *b, const char *msg)
 {
     size_t n = strlen(msg);
     b->in_len = 0;
     a->out = (const uint8_t *)msg;
     a->out_len = n;
     a->out_off = 0;
-    app_push(a);
+    fake_app_push(a);
     pump();
     assert_int_equal(a->out_off, n);
     assert_int_equal(b->in_len, n);
@@ -511,9 +443,9 @@ static uint64_t now(void)
 static void test_update_denies_live_hbone(void **state)
 {
     (void)state;
-    struct app *c = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(c->connected);
-    struct app *s = server_from("10.21.1.10");
+    struct fake_app *s = server_from("10.21.1.10");
     exchange(c, s, "request bytes through the tunnel");
     exchange(s, c, "response bytes");
     assert_int_equal(F->pol.n_calls, 1);
@@ -555,7 +487,7 @@ static void test_update_denies_live_hbone(void **state)
     assert_int_equal(F->n1.n_logs, 1);
     assert_int_equal(stats(&F->n1)->active, 0);
     /* only the stream died: the pooled connection carries the next (now denied) request */
-    struct app *c2 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c2 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_int_equal(c2->n_closed, 1);
     assert_int_equal(F->n2.logs[1].hbone_status, 401);
     assert_int_equal(stats(&F->n1)->pool_handshakes, 1);
@@ -565,10 +497,10 @@ static void test_update_allowed_keeps_flowing(void **state)
 {
     (void)state;
     fake_net_set_rcvbuf(F->net, 16384);
-    struct app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
-    struct app *c2 = client_connect("10.21.1.11", "10.96.0.10", 80);
+    struct fake_app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c2 = client_connect("10.21.1.11", "10.96.0.10", 80);
     assert_true(c1->connected && c2->connected);
-    struct app *s1 = server_from("10.21.1.10"), *s2 = server_from("10.21.1.11");
+    struct fake_app *s1 = server_from("10.21.1.10"), *s2 = server_from("10.21.1.11");
     exchange(c2, s2, "hello from sleep2");
 
     /* a transfer in flight, stalled by a paused reader */
@@ -578,7 +510,7 @@ static void test_update_allowed_keeps_flowing(void **state)
     c1->out = up;
     c1->out_len = n_up;
     c1->fin_after_write = true;
-    app_push(c1);
+    fake_app_push(c1);
     pump();
     assert_true(c1->out_off < n_up);
 
@@ -608,7 +540,7 @@ static void test_update_allowed_keeps_flowing(void **state)
     s1->out = down;
     s1->out_len = n_down;
     s1->fin_after_write = true;
-    app_push(s1);
+    fake_app_push(s1);
     pump();
     assert_int_equal(c1->in_len, n_down);
     assert_memory_equal(c1->in, down, n_down);
@@ -627,10 +559,10 @@ static void test_update_allowed_keeps_flowing(void **state)
 static void test_update_strict_closes_plaintext(void **state)
 {
     (void)state;
-    struct app *h = client_connect("10.21.1.10", "10.96.0.10", 80);
-    struct app *pl = plain_connect("10.21.2.10", 8080);
+    struct fake_app *h = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *pl = plain_connect("10.21.2.10", 8080);
     assert_true(h->connected && pl->connected);
-    struct app *hs = server_from("10.21.1.10"), *ps = server_from("10.30.0.5");
+    struct fake_app *hs = server_from("10.21.1.10"), *ps = server_from("10.30.0.5");
     exchange(pl, ps, "abc");
     assert_false(F->pol.last_had_identity);
 
@@ -655,7 +587,7 @@ static void test_update_strict_closes_plaintext(void **state)
     exchange(hs, h, "and back");
 
     /* new plaintext is denied at once */
-    struct app *pl2 = plain_connect("10.21.2.10", 8080);
+    struct fake_app *pl2 = plain_connect("10.21.2.10", 8080);
     assert_int_equal(pl2->n_closed, 1);
     assert_int_equal(F->n2.logs[1].reason, MESH_REASON_DENIED);
 
@@ -666,7 +598,7 @@ static void test_update_strict_closes_plaintext(void **state)
     assert_int_equal(allow.n_calls, 1);
     assert_int_equal(stats(&F->n2)->recheck_closed, 1);
     exchange(h, hs, "no hook");
-    struct app *h2 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *h2 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(h2->connected);
     assert_int_equal(h2->n_closed, 0);
 
@@ -680,8 +612,8 @@ static void test_update_strict_closes_plaintext(void **state)
 static void test_update_destination_gone_denied(void **state)
 {
     (void)state;
-    struct app *h = client_connect("10.21.1.10", "10.21.2.10", 8080);
-    struct app *pl = plain_connect("10.21.2.20", 9000);
+    struct fake_app *h = client_connect("10.21.1.10", "10.21.2.10", 8080);
+    struct fake_app *pl = plain_connect("10.21.2.20", 9000);
     assert_true(h->connected && pl->connected);
     int calls = F->pol.n_calls;
 
@@ -697,7 +629,7 @@ static void test_update_destination_gone_denied(void **state)
     exchange(pl, server_from("10.30.0.5"), "legacy still here");
 
     /* a new stream on the surviving HBONE connection to the gone workload: 503, "unroutable" */
-    struct app *h2 = client_connect("10.21.1.10", "10.21.2.10", 8080);
+    struct fake_app *h2 = client_connect("10.21.1.10", "10.21.2.10", 8080);
     assert_int_equal(h2->n_closed, 1);
     assert_int_equal(F->n2.logs[1].hbone_status, 503);
     assert_int_equal(F->n2.logs[1].reason, MESH_REASON_UNROUTABLE);
@@ -711,12 +643,12 @@ static void test_update_destination_gone_denied(void **state)
 static void test_update_removed_service_unroutable(void **state)
 {
     (void)state;
-    struct app *cv = client_connect("10.21.1.10", "10.96.0.10", 80);   /* via the service */
-    struct app *cw = client_connect("10.21.1.10", "10.21.2.10", 8080); /* the workload directly */
-    struct app *cl = client_connect("10.21.1.10", "10.21.2.20", 9000); /* legacy, plain passthrough */
+    struct fake_app *cv = client_connect("10.21.1.10", "10.96.0.10", 80);   /* via the service */
+    struct fake_app *cw = client_connect("10.21.1.10", "10.21.2.10", 8080); /* the workload directly */
+    struct fake_app *cl = client_connect("10.21.1.10", "10.21.2.20", 9000); /* legacy, plain passthrough */
     assert_true(cv->connected && cw->connected && cl->connected);
     assert_int_equal(F->n_servers, 3);
-    struct app *sv = &F->servers[0], *sw = &F->servers[1], *sl = &F->servers[2];
+    struct fake_app *sv = &F->servers[0], *sw = &F->servers[1], *sl = &F->servers[2];
 
     struct mesh_workloads *ws2 = make_ws(WL_BASE & ~WL_ECHO_SVC);
     update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
@@ -745,7 +677,7 @@ static void test_update_removed_service_unroutable(void **state)
     assert_int_equal(sl->n_closed, 1);
     exchange(cw, sw, "the workload is still there");
     /* new connections to the removed service are plain passthrough to nowhere now */
-    struct app *cv2 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *cv2 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_int_equal(cv2->n_closed, 1);
     mesh_workloads_unref(ws2);
     mesh_workloads_unref(ws3);
@@ -754,9 +686,9 @@ static void test_update_removed_service_unroutable(void **state)
 static void test_update_endpoint_change_keeps_flowing(void **state)
 {
     (void)state;
-    struct app *cv = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *cv = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(cv->connected);
-    struct app *sv = &F->servers[0];
+    struct fake_app *sv = &F->servers[0];
     char b[64];
     mesh_addr_format(&sv->local, false, b, sizeof(b));
     assert_string_equal(b, "10.21.2.10");
@@ -772,7 +704,7 @@ static void test_update_endpoint_change_keeps_flowing(void **state)
     exchange(cv, sv, "same service, old endpoint");
     exchange(sv, cv, "fine");
 
-    struct app *cv2 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *cv2 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(cv2->connected);
     mesh_addr_format(&F->servers[1].local, false, b, sizeof(b));
     assert_string_equal(b, "10.21.2.11");
@@ -784,24 +716,24 @@ static void test_update_new_workload_reachable(void **state)
 {
     (void)state;
     /* before: the VIP is unknown, so the connection is plain passthrough to an address nobody serves */
-    struct app *c0 = client_connect("10.21.1.10", "10.96.0.20", 80);
+    struct fake_app *c0 = client_connect("10.21.1.10", "10.96.0.20", 80);
     assert_int_equal(c0->n_closed, 1);
     assert_int_equal(F->n1.logs[0].reason, MESH_REASON_REFUSED);
 
     struct mesh_workloads *ws2 = make_ws(WL_BASE | WL_FRESH);
     update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
     update(&F->n2, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
-    struct app *c1 = client_connect("10.21.1.10", "10.96.0.20", 80);
+    struct fake_app *c1 = client_connect("10.21.1.10", "10.96.0.20", 80);
     assert_true(c1->connected);
     assert_int_equal(c1->n_closed, 0);
-    struct app *s1 = server_from("10.21.1.10");
+    struct fake_app *s1 = server_from("10.21.1.10");
     char b[64];
     mesh_addr_format(&s1->local, true, b, sizeof(b));
     assert_string_equal(b, "10.21.2.30:8080");
     exchange(c1, s1, "hello fresh");
     exchange(s1, c1, "hello sleep");
     assert_string_equal(F->pol.last_dst_uid, "Kubernetes//Pod/default/fresh");
-    struct app *c2 = client_connect("10.21.1.10", "10.21.2.30", 8080);
+    struct fake_app *c2 = client_connect("10.21.1.10", "10.21.2.30", 8080);
     assert_true(c2->connected);
     assert_int_equal(stats(&F->n1)->pool_handshakes, 1); /* one tunnel to 10.21.2.30:15008 carries both */
     mesh_workloads_unref(ws2);
@@ -814,7 +746,7 @@ static void test_update_new_workload_reachable(void **state)
 static void test_update_recheck_slices(void **state)
 {
     (void)state;
-    struct app *c[10];
+    struct fake_app *c[10];
     for (int i = 0; i < 10; i++) {
         c[i] = plain_connect("10.21.2.10", 8080);
         assert_true(c[i]->connected);
@@ -836,7 +768,7 @@ static void test_update_recheck_slices(void **state)
     assert_int_equal(deny.n_calls, 4);
 
     /* a connection accepted mid-pass is resolved with the new state: denied at accept, not re-checked */
-    struct app *late = plain_connect("10.21.2.10", 8080);
+    struct fake_app *late = plain_connect("10.21.2.10", 8080);
     assert_int_equal(late->n_closed, 1);
     assert_int_equal(deny.n_calls, 5);
 
@@ -896,9 +828,9 @@ static void test_update_more_than_one_slice(void **state)
 static void test_update_cert_change_drains_pool(void **state)
 {
     (void)state;
-    struct app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(c1->connected);
-    struct app *s1 = server_from("10.21.1.10");
+    struct fake_app *s1 = server_from("10.21.1.10");
 
     /* same certificates: nothing to drain */
     update(&F->n1, F->ws, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
@@ -912,9 +844,9 @@ static void test_update_cert_change_drains_pool(void **state)
     exchange(c1, s1, "still on the old certificate");
     exchange(s1, c1, "ok");
 
-    struct app *c2 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c2 = client_connect("10.21.1.10", "10.96.0.10", 80);
     assert_true(c2->connected);
-    struct app *s2 = server_from("10.21.1.10");
+    struct fake_app *s2 = server_from("10.21.1.10");
     assert_int_equal(stats(&F->n1)->pool_handshakes, 2);
     assert_int_equal(stats(&F->n1)->pool_conns, 2);
     assert_int_equal(stats(&F->n2)->inbound_conns, 2);
@@ -936,7 +868,7 @@ static void test_update_cert_change_drains_pool(void **state)
 static void test_update_cert_change_idle_pool(void **state)
 {
     (void)state;
-    struct app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *c1 = client_connect("10.21.1.10", "10.96.0.10", 80);
     fake_conn_ops.shutdown_wr(c1->c);
     pump();
     fake_conn_ops.shutdown_wr(F->servers[0].c);
@@ -962,10 +894,10 @@ static void test_update_cert_change_idle_pool(void **state)
 static long sweep_scenario(long fail_at)
 {
     fixture_up(1);
-    struct app *h = client_connect("10.21.1.10", "10.96.0.10", 80);
-    struct app *hd = client_connect("10.21.1.10", "10.21.2.10", 8080);
-    struct app *pl = plain_connect("10.21.2.10", 8080);
-    struct app *pl2 = plain_connect("10.21.2.10", 8080);
+    struct fake_app *h = client_connect("10.21.1.10", "10.96.0.10", 80);
+    struct fake_app *hd = client_connect("10.21.1.10", "10.21.2.10", 8080);
+    struct fake_app *pl = plain_connect("10.21.2.10", 8080);
+    struct fake_app *pl2 = plain_connect("10.21.2.10", 8080);
     assert_true(h->connected && hd->connected && pl->connected && pl2->connected);
     exchange(h, &F->servers[0], "before");
     exchange(hd, &F->servers[1], "before");

@@ -15,82 +15,15 @@
 #include <cmocka.h>
 
 #include "mesh/relay.h"
+#include "tests/fakes/fake_app.h"
 #include "tests/fakes/fake_conn.h"
-
-/* ---- an application endpoint: writes a payload, records what it reads ---- */
-
-struct app {
-    struct mesh_conn *c;
-    const uint8_t *out;
-    size_t out_len, out_off;
-    bool fin_after_write;
-    bool fin_sent;
-    uint8_t *in;
-    size_t in_len, in_cap;
-    bool paused;
-    int n_fin, n_closed, close_err, n_writable;
-    bool connected;
-};
-
-static void app_push(struct app *a)
-{
-    while (a->c != NULL && a->out_off < a->out_len) {
-        struct iovec v = {.iov_base = (void *)(uintptr_t)(a->out + a->out_off), .iov_len = a->out_len - a->out_off};
-        ssize_t w = fake_conn_ops.write(a->c, &v, 1);
-        if (w <= 0)
-            return;
-        a->out_off += (size_t)w;
-    }
-    if (a->c != NULL && a->out_off == a->out_len && a->fin_after_write && !a->fin_sent) {
-        a->fin_sent = true;
-        fake_conn_ops.shutdown_wr(a->c);
-    }
-}
-
-static size_t app_on_data(void *u, const uint8_t *p, size_t n)
-{
-    struct app *a = u;
-    if (a->paused)
-        return 0;
-    if (a->in_len + n > a->in_cap) {
-        a->in_cap = (a->in_len + n) * 2;
-        a->in = realloc(a->in, a->in_cap);
-    }
-    memcpy(a->in + a->in_len, p, n);
-    a->in_len += n;
-    return n;
-}
-
-static void app_on_writable(void *u)
-{
-    struct app *a = u;
-    a->connected = true;
-    a->n_writable++;
-    app_push(a);
-}
-
-static void app_on_peer_fin(void *u)
-{
-    struct app *a = u;
-    a->n_fin++;
-}
-
-static void app_on_closed(void *u, int err)
-{
-    struct app *a = u;
-    a->n_closed++;
-    a->close_err = err;
-    a->c = NULL;
-}
-
-static const struct mesh_conn_cb app_cb = {app_on_data, app_on_writable, app_on_peer_fin, app_on_closed};
 
 /* ---- the fixture: client -> [proxy: relay] -> server ---- */
 
 struct fix {
     struct fake_net *net;
     struct fake_host client_host, proxy_host;
-    struct app client, server;
+    struct fake_app client, server;
     struct mesh_relay relay;
     struct mesh_conn *down; /* proxy side of client conn (A) */
     struct mesh_conn *up;   /* proxy side of server conn (B) */
@@ -133,7 +66,7 @@ static int server_accept(void *lu, struct mesh_conn *c, const struct mesh_addr *
     /* the server sees the proxy host's address */
     assert_int_equal(src->ip.v4[3], 2);
     f->server.c = c;
-    *cb = &app_cb;
+    *cb = &fake_app_cb;
     *u = &f->server;
     return 0;
 }
@@ -164,7 +97,7 @@ static int teardown(void **state)
 static void connect_client(void)
 {
     struct mesh_addr dst = fake_addr("10.0.0.2", 15001);
-    assert_int_equal(fake_conn_ops.dial(&F.client_host, NULL, &dst, &app_cb, &F.client, &F.client.c), 0);
+    assert_int_equal(fake_conn_ops.dial(&F.client_host, NULL, &dst, &fake_app_cb, &F.client, &F.client.c), 0);
     fake_net_run(F.net);
     assert_true(F.client.connected);
     assert_non_null(F.server.c);
@@ -191,8 +124,8 @@ static void bulk(size_t rcvbuf, size_t n_up, size_t n_down)
     F.server.out = down;
     F.server.out_len = n_down;
     F.server.fin_after_write = true;
-    app_push(&F.client);
-    app_push(&F.server);
+    fake_app_push(&F.client);
+    fake_app_push(&F.server);
     fake_net_run(F.net);
     assert_int_equal(F.server.in_len, n_up);
     assert_memory_equal(F.server.in, up, n_up);
@@ -233,7 +166,7 @@ static void test_relay_backpressure(void **state)
     uint8_t *up = pattern(1 << 20, 3);
     F.client.out = up;
     F.client.out_len = 1 << 20;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     /* everything stalls at about three receive buffers: server's, proxy down side, nothing in the relay */
     assert_true(F.client.out_off <= 3 * 4096);
@@ -258,21 +191,21 @@ static void test_relay_half_close_client_first(void **state)
     F.client.out = (const uint8_t *)"ping";
     F.client.out_len = 4;
     F.client.fin_after_write = true;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     assert_int_equal(F.server.n_fin, 1);
     assert_int_equal(F.server.in_len, 4);
     /* the other direction still works after the half-close */
     F.server.out = (const uint8_t *)"pong!";
     F.server.out_len = 5;
-    app_push(&F.server);
+    fake_app_push(&F.server);
     fake_net_run(F.net);
     assert_int_equal(F.client.in_len, 5);
     assert_memory_equal(F.client.in, "pong!", 5);
     assert_int_equal(F.client.n_fin, 0);
     assert_int_equal(F.n_done, 0);
     F.server.fin_after_write = true;
-    app_push(&F.server);
+    fake_app_push(&F.server);
     fake_net_run(F.net);
     assert_int_equal(F.client.n_fin, 1);
     assert_int_equal(F.n_done, 1);
@@ -288,14 +221,14 @@ static void test_relay_half_close_server_first(void **state)
     F.server.out = (const uint8_t *)"hello";
     F.server.out_len = 5;
     F.server.fin_after_write = true;
-    app_push(&F.server);
+    fake_app_push(&F.server);
     fake_net_run(F.net);
     assert_int_equal(F.client.n_fin, 1);
     assert_int_equal(F.client.in_len, 5);
     F.client.out = (const uint8_t *)"bye";
     F.client.out_len = 3;
     F.client.fin_after_write = true;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     assert_int_equal(F.server.in_len, 3);
     assert_int_equal(F.n_done, 1);
@@ -310,7 +243,7 @@ static void server_closes_cleanly_first(void)
     F.server.out = (const uint8_t *)"hello";
     F.server.out_len = 5;
     F.server.fin_after_write = true;
-    app_push(&F.server);
+    fake_app_push(&F.server);
     fake_net_run(F.net);
     assert_int_equal(F.client.n_fin, 1);
     assert_int_equal(F.client.in_len, 5);
@@ -327,7 +260,7 @@ static void test_relay_clean_close_then_client_fin(void **state)
     (void)state;
     server_closes_cleanly_first();
     F.client.fin_after_write = true;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     assert_int_equal(F.n_done, 1);
     assert_int_equal(F.done_err, 0);
@@ -341,7 +274,7 @@ static void test_relay_clean_close_then_client_data(void **state)
     server_closes_cleanly_first();
     F.client.out = (const uint8_t *)"late";
     F.client.out_len = 4;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     assert_int_equal(F.n_done, 1);
     assert_int_equal(F.done_err, -EPIPE);
@@ -369,7 +302,7 @@ static void test_relay_abort_from_server(void **state)
     connect_client();
     F.client.out = (const uint8_t *)"x";
     F.client.out_len = 1;
-    app_push(&F.client);
+    fake_app_push(&F.client);
     fake_net_run(F.net);
     fake_conn_ops.abort(F.server.c);
     F.server.c = NULL;
