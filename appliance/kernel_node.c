@@ -644,42 +644,6 @@ static void knode_api_stats(void *ctx, const struct mgmt_request *req, struct mg
     mgmt_response_json(resp, 200, root);
 }
 
-#if ZW_KERNEL_PROXY
-static void knode_metrics_istio(struct knode *n, struct mgmt_prom *prom)
-{
-    static const struct {
-        const char *name, *help;
-        size_t offset;
-    } fams[] = {
-        {MESH_METRICS_TCP_OPENED, "The total number of TCP connections opened",
-         offsetof(struct mesh_metrics_series, opened)},
-        {MESH_METRICS_TCP_CLOSED, "The total number of TCP connections closed",
-         offsetof(struct mesh_metrics_series, closed)},
-        {MESH_METRICS_TCP_SENT, "The size of total bytes sent during response in case of a TCP connection",
-         offsetof(struct mesh_metrics_series, sent_bytes)},
-        {MESH_METRICS_TCP_RECEIVED, "The size of total bytes received during request in case of a TCP connection",
-         offsetof(struct mesh_metrics_series, received_bytes)},
-        {MESH_METRICS_TCP_FAILED, "The total number of TCP connections failed",
-         offsetof(struct mesh_metrics_series, failed)},
-    };
-    size_t count = n->metrics ? mesh_metrics_count(n->metrics) : 0;
-
-    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
-        mgmt_prom_family(prom, fams[f].name, MGMT_PROM_COUNTER, fams[f].help);
-        for (size_t i = 0; i < count; i++) {
-            const struct mesh_metrics_series *s = mesh_metrics_at(n->metrics, i);
-            struct mgmt_prom_label l[MESH_METRICS_LABEL_COUNT];
-            for (int k = 0; k < MESH_METRICS_LABEL_COUNT; k++) {
-                l[k].name = mesh_metrics_label_names[k];
-                l[k].value = s->labels[k];
-            }
-            mgmt_prom_sample_u64(prom, l, MESH_METRICS_LABEL_COUNT,
-                                 *(const uint64_t *)(const void *)((const char *)s + fams[f].offset));
-        }
-    }
-}
-#endif
-
 static void knode_api_metrics(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct knode *n = ctx;
@@ -734,7 +698,7 @@ static void knode_api_metrics(void *ctx, const struct mgmt_request *req, struct 
     mgmt_prom_family(prom, "zwire_kernel_connections", MGMT_PROM_GAUGE, "open connections of the kernel backend");
     mgmt_prom_sample_u64(prom, NULL, 0, s->live_conns);
 #if ZW_KERNEL_PROXY
-    knode_metrics_istio(n, prom);
+    app_mesh_metrics_render(prom, n->metrics);
 #endif
     if (mgmt_prom_finish(prom) < 0) {
         mgmt_response_text(resp, 500, "metrics: out of memory\n");
