@@ -201,6 +201,7 @@ static void mesh_parse_group(struct app_cfg_ctx *ctx, const config_setting_t *ro
     app_cfg_check_unknown(ctx, c, "mesh.certificates", cert_known);
     s = app_cfg_read_str(ctx, c, "mesh.certificates", "source", false, &set);
     if (s != NULL) {
+        m->cert_source_set = true;
         if (strcmp(s, "local_ca") == 0)
             m->cert_source = APP_CERTS_LOCAL_CA;
         else if (strcmp(s, "xds") == 0)

@@ -26,7 +26,8 @@ struct app_mesh_config {
     char *trust_domain;           /* default "cluster.local" */
     enum app_mtls_mode mtls_mode; /* default PERMISSIVE */
     uint16_t hbone_port;          /* default 15008 */
-    enum app_cert_source cert_source; /* default local_ca */
+    enum app_cert_source cert_source; /* default: xds with an xds group and no ca_cert, else local_ca */
+    bool cert_source_set;         /* source was written in the file */
     char *ca_cert_path;           /* local CA: PEM files; NULL: generated at first start and kept in memory */
     char *ca_key_path;
     uint32_t cert_lifetime_s;     /* workload certificates, default 86400 */

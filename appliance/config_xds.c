@@ -28,23 +28,35 @@ const struct app_xds_config *app_cfg_xds(const struct app_config *cfg)
     return s != NULL ? s->xds : NULL;
 }
 
+bool app_cfg_certs_from_istiod(const struct app_config *cfg)
+{
+    const struct app_mesh_config *m = cfg->mesh;
+
+    if (m == NULL || !m->present)
+        return false;
+    if (m->cert_source_set)
+        return m->cert_source == APP_CERTS_XDS;
+    return app_cfg_xds(cfg) != NULL && m->ca_cert_path == NULL;
+}
+
 const char *app_cfg_xds_node_unsupported(const struct app_config *cfg, bool node_runs_xds)
 {
     const struct app_xds_section *s = xds_cfg_find(cfg);
 
     if (s != NULL && s->xds != NULL) {
         if (!node_runs_xds)
-            return "xds: the kernel backend does not follow istiod yet; run the DPDK backend, or give workloads, "
-                   "services and policies in the file";
+            return "xds: this node cannot follow istiod (passthrough mode, or built without the mesh proxy); give "
+                   "workloads, services and policies in the file";
         if (cfg->mesh == NULL || !cfg->mesh->present)
-            return "xds: needs a mesh group (trust domain and the CA that signs this node's workload certificates)";
+            return "xds: needs a mesh group (trust domain, mTLS mode, and where the workload certificates come from)";
         if (cfg->mesh->n_workloads > 0 || cfg->mesh->n_services > 0 || cfg->authz->n_policies > 0)
             return "xds: workloads, services and policies come from istiod; remove them from the file";
     }
-    if (cfg->mesh != NULL && cfg->mesh->cert_source == APP_CERTS_XDS)
-        return "mesh.certificates.source: \"xds\" is not available to a node yet; use local_ca (docs/istiod.md)";
+    if (cfg->mesh != NULL && cfg->mesh->cert_source_set && cfg->mesh->cert_source == APP_CERTS_XDS &&
+        (s == NULL || s->xds == NULL))
+        return "mesh.certificates.source: \"xds\" needs an xds group (the Istio CA is reached through it)";
     if (s != NULL && s->local_ca_given)
-        return "local_ca: not used by a node yet; give the CA as mesh.certificates.ca_cert and ca_key";
+        return "local_ca: not used by a node; give the CA as mesh.certificates.ca_cert and ca_key";
     return NULL;
 }
 

@@ -82,11 +82,15 @@ extern const struct app_cfg_section app_cfg_section_xds;
 const struct app_xds_config *app_cfg_xds(const struct app_config *cfg);
 const struct app_local_ca_config *app_cfg_local_ca(const struct app_config *cfg);
 
-/* Why a node cannot run this config, or NULL: an xds group on a backend that does not follow istiod (node_runs_xds
- * false), or next to workloads/services/policies in the file, or without a mesh group; certificates from istiod; a
- * local_ca group (only the xDS agent's certificate manager reads it). The loader accepts all of these; the node
- * entry points refuse them with this message. */
+/* Why a node cannot run this config, or NULL: an xds group on a node that does not follow istiod (node_runs_xds
+ * false: passthrough mode, or no mesh proxy), or next to workloads/services/policies in the file, or without a
+ * mesh group; mesh.certificates.source = "xds" without an xds group; a local_ca group (only the certificate
+ * manager's tests read it). The loader accepts all of these; the node entry points refuse them with this message. */
 const char *app_cfg_xds_node_unsupported(const struct app_config *cfg, bool node_runs_xds);
+
+/* True when the node's workload certificates come from the Istio CA: mesh.certificates.source = "xds", or no source
+ * written, an xds group and no mesh.certificates.ca_cert (what ztunnel does). False without a mesh group. */
+bool app_cfg_certs_from_istiod(const struct app_config *cfg);
 
 /* "host:port", "[v6]:port", optionally prefixed by "https://" -> host (allocated, free()) and port.
  * Returns 0, -EINVAL (bad form), -ENOMEM. */

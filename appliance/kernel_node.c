@@ -24,7 +24,10 @@
 #if ZW_KERNEL_PROXY
 #include "appliance/config_mesh.h"
 #include "appliance/config_put.h"
+#include "appliance/config_xds.h"
+#include "appliance/istiod.h"
 #include "appliance/mesh_node.h"
+#include "mesh/xds_convert.h"
 #include "mesh/metrics.h"
 #include "mesh/proxy.h"
 #endif
@@ -90,6 +93,7 @@ struct knode {
     struct mesh_metrics *metrics;
     struct app_mesh_node *mesh; /* workloads, policies and certificates from the config; NULL: an empty mesh */
     struct app_config *mesh_cfg; /* the config mesh came from after a PUT /config (owned); NULL: n->cfg */
+    struct app_istiod *istiod;   /* following istiod (config group xds); NULL otherwise */
     uint64_t rotation_checked_ms;
 #endif
 };
@@ -502,10 +506,14 @@ static void knode_api_ready(void *ctx, const struct mgmt_request *req, struct mg
 {
     struct knode *n = ctx;
     (void)req;
-    if (__atomic_load_n(&n->ready, __ATOMIC_ACQUIRE))
-        mgmt_response_text(resp, 200, "ready\n");
-    else
+    if (!__atomic_load_n(&n->ready, __ATOMIC_ACQUIRE))
         mgmt_response_text(resp, 500, "not ready, pending: proxy\n");
+#if ZW_KERNEL_PROXY
+    else if (n->istiod != NULL && !app_istiod_ready(n->istiod))
+        mgmt_response_text(resp, 500, "not ready, pending: %s\n", app_istiod_pending(n->istiod));
+#endif
+    else
+        mgmt_response_text(resp, 200, "ready\n");
 }
 
 static json_t *knode_listeners_json(const struct knode *n)
@@ -598,6 +606,8 @@ static void knode_api_config_dump(void *ctx, const struct mgmt_request *req, str
 #if ZW_KERNEL_PROXY
     if (n->mesh != NULL) /* workloads, services, certificates and policy decisions, as the DPDK node shows them */
         json_object_update_new(root, app_mesh_node_dump_json(n->mesh));
+    if (n->istiod != NULL)
+        json_object_set_new(root, "xds", app_istiod_dump_json(n->istiod));
 #endif
     mgmt_response_json(resp, 200, root);
 }
@@ -699,6 +709,8 @@ static void knode_api_metrics(void *ctx, const struct mgmt_request *req, struct 
     mgmt_prom_sample_u64(prom, NULL, 0, s->live_conns);
 #if ZW_KERNEL_PROXY
     app_mesh_metrics_render(prom, n->metrics);
+    if (n->istiod != NULL)
+        app_istiod_metrics_render(prom, n->istiod);
 #endif
     if (mgmt_prom_finish(prom) < 0) {
         mgmt_response_text(resp, 500, "metrics: out of memory\n");
@@ -758,6 +770,13 @@ static void knode_install_mesh(struct knode *n, struct app_mesh_node *mesh)
     mesh_proxy_update(n->proxy, &u);
     n->mesh = mesh;
     app_mesh_node_free(old);
+    if (n->rules_installed && n->rcfg.only_enrolled) { /* capture exactly the pods the new mesh side enrolls */
+        static uint32_t addrs[APP_REDIRECT_MAX_ENROLLED];
+        char err[512];
+        size_t k = app_mesh_node_local_addresses(mesh, addrs, APP_REDIRECT_MAX_ENROLLED);
+        if (app_redirect_set_enrolled(&n->rcfg, addrs, (int)k, err, sizeof(err)) < 0)
+            APP_LOG_ERR("redirect", "enrolled pods not updated (capture keeps the previous set): %s", err);
+    }
 }
 #endif
 
@@ -775,7 +794,11 @@ static void knode_api_put_config(void *ctx, const struct mgmt_request *req, stru
         mgmt_response_text(resp, 409, "this node runs without a mesh: nothing can change live\n");
         return;
     }
-    next = app_config_from_put(req, resp, false);
+    if (n->istiod != NULL) {
+        mgmt_response_text(resp, 409, "this node follows istiod: workloads, services and policies come from there\n");
+        return;
+    }
+    next = app_config_from_put(req, resp, true);
     if (next == NULL)
         return;
     if (!next->mesh->present || strcmp(next->node_name, n->cfg->node_name) != 0) {
@@ -880,13 +903,35 @@ static void knode_rotate_certs(struct knode *n)
 #endif
 }
 
+#if ZW_KERNEL_PROXY
+/* Apply the snapshot istiod sent last: a new mesh side with its workloads, services and policies, and the
+ * certificates of the Istio CA when they come from there (one thread: the proxy is updated in place). */
+static void knode_istiod_apply(struct knode *n)
+{
+    const struct mesh_xds_state *st = app_istiod_take_snapshot(n->istiod);
+    struct app_mesh_node *mesh;
+    char err[512];
+
+    if (st == NULL)
+        return;
+    mesh = app_mesh_node_new_from_xds(n->cfg, &n->env, st, app_istiod_certs(n->istiod), err, sizeof(err));
+    if (mesh == NULL) {
+        APP_LOG_ERR("xds", "snapshot %llu not applied: %s", (unsigned long long)st->generation, err);
+    } else {
+        knode_install_mesh(n, mesh);
+        app_istiod_applied(n->istiod, st->generation);
+    }
+    mesh_xds_state_unref(st);
+}
+#endif
+
 static void knode_serve(struct knode *n, struct mgmt_server *srv, volatile sig_atomic_t *stop, bool draining)
 {
     struct pollfd pfds[KNODE_MAX_PFDS];
     uint64_t drain_end = knode_now_ms() + KNODE_DRAIN_MS;
 
     for (;;) {
-        int nf, timeout;
+        int nf, timeout, nx = 0;
 
         if (!draining && (*stop || __atomic_load_n(&n->quit, __ATOMIC_ACQUIRE)))
             return;
@@ -900,9 +945,25 @@ static void knode_serve(struct knode *n, struct mgmt_server *srv, volatile sig_a
             timeout = KNODE_LOOP_MAX_WAIT_MS;
         if (draining)
             timeout = 10;
-        if (app_kloop_poll(n->loop, pfds, (unsigned)nf, timeout) < 0)
+#if ZW_KERNEL_PROXY
+        if (n->istiod != NULL && !draining) {
+            int t = app_istiod_timeout_ms(n->istiod);
+            nx = app_istiod_fds(n->istiod, pfds + nf, KNODE_MAX_PFDS - (unsigned)nf);
+            if (nx < 0)
+                nx = 0;
+            if (t >= 0 && t < timeout)
+                timeout = t;
+        }
+#endif
+        if (app_kloop_poll(n->loop, pfds, (unsigned)(nf + nx), timeout) < 0)
             continue; /* -EINTR from a signal: re-check the stop flag */
         mgmt_server_process(srv, pfds, (unsigned)nf);
+#if ZW_KERNEL_PROXY
+        if (n->istiod != NULL && !draining) {
+            app_istiod_process(n->istiod, pfds + nf, (unsigned)nx);
+            knode_istiod_apply(n);
+        }
+#endif
         knode_rotate_certs(n);
     }
 }
@@ -1000,6 +1061,17 @@ int app_knode_run(const struct app_config *cfg, enum app_knode_mode mode,
         APP_LOG_ERR("kernel", "management socket %s: %s", cfg->mgmt.socket_path, merr ? merr : "cannot listen");
         goto out;
     }
+#if ZW_KERNEL_PROXY
+    if (app_cfg_xds(cfg) != NULL && n->proxy != NULL) {
+        n->istiod = app_istiod_new(&n->env, cfg, err, sizeof(err));
+        if (n->istiod == NULL) {
+            APP_LOG_ERR("kernel", "%s", err);
+            goto out;
+        }
+        APP_LOG_INFO("kernel", "following istiod at %s (certificates from %s)", app_cfg_xds(cfg)->address,
+                     app_istiod_certs(n->istiod) != NULL ? "the Istio CA" : "the local CA");
+    }
+#endif
     __atomic_store_n(&n->ready, 1, __ATOMIC_RELEASE);
     APP_LOG_INFO("kernel", "node %s ready (kernel backend, %s): listeners 15001/15006/15008, management socket %s",
                  cfg->node_name, knode_mode_name(mode), cfg->mgmt.socket_path);
@@ -1022,7 +1094,9 @@ out:
     }
     knode_close_listeners(n);
 #if ZW_KERNEL_PROXY
-    knode_proxy_stop(n);
+    knode_proxy_stop(n); /* before the istiod link: the mesh side borrows its certificate manager */
+    app_istiod_free(n->istiod);
+    n->istiod = NULL;
 #endif
     pass_abort_all(n);
     mgmt_server_free(srv);

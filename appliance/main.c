@@ -27,7 +27,8 @@
 #ifdef ZW_HAVE_DPDK
 #include "appliance/node.h"
 #include "appliance/node_api.h"
-#include "appliance/xds_agent.h"
+#include "appliance/istiod.h"
+#include "mesh/xds_convert.h"
 #endif
 #include "mgmt/routes.h"
 #include "mgmt/server.h"
@@ -104,7 +105,7 @@ static void main_install_signals(void)
 /* The kernel path: no EAL; the node runs on this thread until a signal or /quitquitquit. */
 static int main_run_kernel(const char *path, enum app_knode_mode mode)
 {
-    struct app_config *cfg = main_load_config(path, false);
+    struct app_config *cfg = main_load_config(path, mode == APP_KNODE_MESH && app_knode_has_proxy());
     int rc;
 
     if (cfg == NULL)
@@ -135,27 +136,19 @@ static void main_reload_file(struct app_node *node)
     }
 }
 
-/* istiod's newest snapshot (control thread): kept until the loop applies it. */
-static void main_on_xds_snapshot(void *u, const struct mesh_xds_state *snapshot)
+/* Let the istiod link read and write, then apply the snapshot it received last. */
+static void main_istiod_step(struct app_node *node)
 {
-    struct app_node *node = u;
-    mesh_xds_state_unref(node->xds_pending);
-    node->xds_pending = snapshot;
-}
-
-/* Let the xDS agent read and write, then apply a snapshot it published. */
-static void main_xds_step(struct app_node *node)
-{
-    struct pollfd fds[APP_XDS_AGENT_MAX_FDS];
-    int n = app_xds_agent_fds(node->xds, fds, APP_XDS_AGENT_MAX_FDS);
+    struct pollfd fds[APP_ISTIOD_MAX_FDS];
+    int n = app_istiod_fds(node->istiod, fds, APP_ISTIOD_MAX_FDS);
+    const struct mesh_xds_state *st;
     char err[512];
 
     if (n > 0 && poll(fds, (nfds_t)n, 0) < 0)
         n = 0;
-    app_xds_agent_process(node->xds, fds, (unsigned)(n > 0 ? n : 0));
-    if (node->xds_pending != NULL) {
-        const struct mesh_xds_state *st = node->xds_pending;
-        node->xds_pending = NULL;
+    app_istiod_process(node->istiod, fds, (unsigned)(n > 0 ? n : 0));
+    st = app_istiod_take_snapshot(node->istiod);
+    if (st != NULL) {
         if (app_node_apply_xds(node, st, err, sizeof(err)) < 0)
             APP_LOG_ERR("xds", "snapshot %llu not applied: %s", (unsigned long long)st->generation, err);
         mesh_xds_state_unref(st);
@@ -171,13 +164,13 @@ static void main_control_loop(struct mgmt_server *srv, struct app_api *api)
 
     while (!main_signalled && !__atomic_load_n(&api->quit, __ATOMIC_ACQUIRE)) {
         int wait = MAIN_POLL_MS;
-        if (api->node->xds != NULL) {
-            int t = app_xds_agent_timeout_ms(api->node->xds);
+        if (api->node->istiod != NULL) {
+            int t = app_istiod_timeout_ms(api->node->istiod);
             wait = t >= 0 && t < MAIN_XDS_POLL_MS ? t : MAIN_XDS_POLL_MS;
         }
         mgmt_server_poll(srv, wait);
-        if (api->node->xds != NULL)
-            main_xds_step(api->node);
+        if (api->node->istiod != NULL)
+            main_istiod_step(api->node);
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec != last_rotation_check) {
             char err[512];
@@ -245,13 +238,13 @@ static int main_run(const char *path, int n_cli, char **cli)
         goto out;
     }
     if (app_cfg_xds(cfg) != NULL) {
-        int xerr = 0;
-        node.xds = app_xds_agent_new(&node.mesh_env, app_cfg_xds(cfg), main_on_xds_snapshot, &node, &xerr);
-        if (node.xds == NULL) {
-            APP_LOG_ERR("main", "cannot start the istiod client: %s", strerror(-xerr));
+        node.istiod = app_istiod_new(&node.mesh_env, cfg, err, sizeof(err));
+        if (node.istiod == NULL) {
+            APP_LOG_ERR("main", "%s", err);
             goto out;
         }
-        APP_LOG_INFO("main", "following istiod at %s", app_cfg_xds(cfg)->address);
+        APP_LOG_INFO("main", "following istiod at %s (certificates from %s)", app_cfg_xds(cfg)->address,
+                     app_istiod_certs(node.istiod) != NULL ? "the Istio CA" : "the local CA");
     }
     __atomic_store_n(&api.ready, 1, __ATOMIC_RELEASE);
     APP_LOG_INFO("main", "node %s ready: %d ports, %u workers, management socket %s", cfg->node_name, cfg->n_ports,
@@ -263,10 +256,8 @@ static int main_run(const char *path, int n_cli, char **cli)
 out:
     __atomic_store_n(&api.ready, 0, __ATOMIC_RELEASE);
     app_node_stop(&node);
-    app_xds_agent_free(node.xds);
-    node.xds = NULL;
-    mesh_xds_state_unref(node.xds_pending);
-    node.xds_pending = NULL;
+    app_istiod_free(node.istiod);
+    node.istiod = NULL;
     mgmt_server_free(srv); /* closes and removes the socket file */
     app_api_fini(&api);
     mgmt_routes_free(routes);

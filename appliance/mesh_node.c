@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "appliance/cert_manager.h"
 #include "appliance/config_authz.h"
 #include "appliance/config_mesh.h"
 #include "appliance/conn_kernel.h"
@@ -33,6 +34,7 @@ struct app_mesh_node {
     const struct mesh_authz_set *policies; /* what decides: authz, or the istiod snapshot's set */
     const struct mesh_xds_state *xds;     /* built from istiod's snapshot: holds workloads and policies */
     struct mesh_local_ca *ca;
+    struct app_cert_manager *cert_manager; /* istiod's certificates (borrowed); NULL: certs below */
     size_t n_certs;
     struct mesh_cert_bundle *certs[MESH_NODE_MAX_CERTS];
     uint64_t allowed, denied, dry_run_denied; /* relaxed atomics: any lcore counts */
@@ -171,7 +173,8 @@ fail:
 }
 
 struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, const struct mesh_env *env,
-                                                 const struct mesh_xds_state *state, char *err, size_t errlen)
+                                                 const struct mesh_xds_state *state, struct app_cert_manager *certs,
+                                                 char *err, size_t errlen)
 {
     struct app_mesh_node *n = calloc(1, sizeof(*n));
 
@@ -184,11 +187,13 @@ struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, c
     n->xds = mesh_xds_state_ref(state);
     n->workloads = mesh_workloads_ref(state->workloads);
     n->policies = state->authz;
-    if (mesh_node_issue_local(n, err, errlen) < 0)
+    n->cert_manager = certs;
+    if (certs == NULL && mesh_node_issue_local(n, err, errlen) < 0)
         goto fail;
-    APP_LOG_INFO("mesh", "istiod snapshot %llu: %zu workloads, %zu services, %zu policies, %zu local identities",
+    APP_LOG_INFO("mesh", "istiod snapshot %llu: %zu workloads, %zu services, %zu policies, certificates from %s",
                  (unsigned long long)state->generation, mesh_workloads_count(n->workloads),
-                 mesh_workloads_service_count(n->workloads), mesh_authz_set_count(state->authz), n->n_certs);
+                 mesh_workloads_service_count(n->workloads), mesh_authz_set_count(state->authz),
+                 certs != NULL ? "the Istio CA" : "the local CA");
     return n;
 fail:
     app_mesh_node_free(n);
@@ -208,7 +213,7 @@ bool app_mesh_node_needs_rotation(const struct app_mesh_node *n)
 struct app_mesh_node *app_mesh_node_renew(const struct app_mesh_node *n, char *err, size_t errlen)
 {
     if (n->xds != NULL)
-        return app_mesh_node_new_from_xds(n->cfg, n->env, n->xds, err, errlen);
+        return app_mesh_node_new_from_xds(n->cfg, n->env, n->xds, n->cert_manager, err, errlen);
     return app_mesh_node_new(n->cfg, n->env, err, errlen);
 }
 
@@ -289,6 +294,8 @@ const struct mesh_cert_bundle *app_mesh_node_get_bundle(void *u, const struct me
 {
     struct app_mesh_node *n = u;
 
+    if (n->cert_manager != NULL)
+        return app_cert_manager_get(n->cert_manager, id);
     for (size_t i = 0; i < n->n_certs; i++)
         if (mesh_spiffe_eq(mesh_identity_bundle_id(n->certs[i]), id))
             return mesh_identity_bundle_ref(n->certs[i]);
@@ -471,6 +478,21 @@ int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt
                            "explain an authorization decision: ?src_identity=&src=&dst=&port=", 0);
 }
 
+/* The certificate manager's view (ztunnel's shape: identity, state, certChain[], rootCerts[]) as JSON. */
+static json_t *mesh_node_manager_certs_json(const struct app_cert_manager *cm)
+{
+    size_t need = app_cert_manager_dump_json(cm, NULL, 0);
+    char *buf = malloc(need + 1);
+    json_t *arr = NULL;
+
+    if (buf != NULL) {
+        app_cert_manager_dump_json(cm, buf, need + 1);
+        arr = json_loads(buf, 0, NULL);
+        free(buf);
+    }
+    return arr != NULL ? arr : json_array();
+}
+
 json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
 {
     const struct mesh_workloads *ws = n->workloads;
@@ -501,6 +523,10 @@ json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
         }
         json_array_append_new(sv, json_pack("{s:s, s:s, s:s, s:o}", "name", s->name, "namespace", s->namespace,
                                             "hostname", s->hostname, "vips", vips));
+    }
+    if (n->cert_manager != NULL) {
+        json_decref(certs);
+        certs = mesh_node_manager_certs_json(n->cert_manager);
     }
     for (size_t i = 0; i < n->n_certs; i++) {
         const struct mesh_cert_bundle *b = n->certs[i];

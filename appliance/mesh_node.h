@@ -6,8 +6,9 @@
  *
  * Ownership and threading: built by the control thread before any worker runs, then immutable. The hooks only read
  * it (and take atomic references on certificate bundles and snapshots), so the proxies of all lcores call them
- * concurrently without locks. Certificates are issued for each local workload identity at build time with the
- * configured lifetime; rotation replaces the whole struct (a later snapshot), never a field.
+ * concurrently without locks. Certificates come from one of two sources: issued here from the local CA for each
+ * local workload identity at build time (rotation replaces the whole struct, never a field), or looked up in the
+ * istiod certificate manager (appliance/cert_manager.h, thread-safe lookup), which renews them on its own.
  */
 #ifndef ZW_APP_MESH_NODE_H
 #define ZW_APP_MESH_NODE_H
@@ -36,14 +37,19 @@ struct app_mesh_node *app_mesh_node_new(const struct app_config *cfg, const stru
 void app_mesh_node_free(struct app_mesh_node *n);
 
 struct mesh_xds_state;
+struct app_cert_manager;
 /*
- * Build from an istiod snapshot (workloads, services and policies; a reference is kept) and cfg (trust domain, the
- * CA that signs the local workloads' certificates, node name). Returns NULL with a message in err.
+ * Build from an istiod snapshot (workloads, services and policies; a reference is kept) and cfg (trust domain, mTLS
+ * mode, node name). certs: where the local workloads' certificates come from (the istiod certificate manager,
+ * borrowed, must outlive the result; it renews them itself), or NULL to issue them here from the local CA of cfg.
+ * Returns NULL with a message in err.
  */
 struct app_mesh_node *app_mesh_node_new_from_xds(const struct app_config *cfg, const struct mesh_env *env,
-                                                 const struct mesh_xds_state *state, char *err, size_t errlen);
+                                                 const struct mesh_xds_state *state, struct app_cert_manager *certs,
+                                                 char *err, size_t errlen);
 
-/* True when a local certificate reached half of its lifetime (mesh_identity_needs_rotation). */
+/* True when a certificate this mesh side issued itself reached half of its lifetime (mesh_identity_needs_rotation);
+ * always false when a certificate manager renews them. */
 bool app_mesh_node_needs_rotation(const struct app_mesh_node *n);
 /* The same mesh side with fresh certificates for every local identity (same config or snapshot). NULL with err. */
 struct app_mesh_node *app_mesh_node_renew(const struct app_mesh_node *n, char *err, size_t errlen);

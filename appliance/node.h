@@ -22,7 +22,7 @@ struct app_forwarder;
 struct app_mesh_node;
 struct app_mesh_lcore;
 struct dp_mesh_view;
-struct app_xds_agent;
+struct app_istiod;
 struct mesh_xds_state;
 
 struct app_node {
@@ -37,9 +37,7 @@ struct app_node {
     struct mesh_env mesh_env;                        /* the control thread's env for the mesh side */
     struct app_config *mesh_cfg;                     /* the config the mesh side came from after a reload (owned) */
     uint64_t reloads;
-    struct app_xds_agent *xds;                       /* following istiod (config group xds); NULL otherwise */
-    const struct mesh_xds_state *xds_pending;        /* the newest snapshot not applied yet (one reference) */
-    uint64_t xds_applied;                            /* generation of the snapshot the mesh side came from */
+    struct app_istiod *istiod;                       /* following istiod (config group xds); NULL otherwise */
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */

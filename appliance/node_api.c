@@ -23,7 +23,7 @@
 #include "mesh/workload.h"
 #include "appliance/config_put.h"
 #include "appliance/config_xds.h"
-#include "appliance/xds_agent.h"
+#include "appliance/istiod.h"
 #include "mesh/proxy.h"
 #include "appliance/node_api.h"
 #include "dpdk/stack.h"
@@ -64,9 +64,9 @@ static void api_ready(void *ctx, const struct mgmt_request *req, struct mgmt_res
 {
     struct app_api *api = ctx;
     (void)req;
-    if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE) && api->node->xds != NULL &&
-        !app_xds_agent_ready(api->node->xds))
-        mgmt_response_text(resp, 500, "not ready, pending: %s\n", app_xds_agent_pending(api->node->xds));
+    if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE) && api->node->istiod != NULL &&
+        !app_istiod_ready(api->node->istiod))
+        mgmt_response_text(resp, 500, "not ready, pending: %s\n", app_istiod_pending(api->node->istiod));
     else if (__atomic_load_n(&api->ready, __ATOMIC_ACQUIRE))
         mgmt_response_text(resp, 200, "ready\n");
     else
@@ -407,21 +407,6 @@ static json_t *api_config_json(const struct app_config *cfg)
         app_log_level_name(app_log_get_level()));
 }
 
-/* The istiod connection as /config_dump shows it: state, last error, accepted versions and NACKs per type. */
-static json_t *api_xds_json(const struct app_node *node)
-{
-    const struct app_xds_agent_status *st = app_xds_agent_status(node->xds);
-    json_t *types = json_object();
-
-    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
-        json_object_set_new(types, mesh_xds_type_url((enum mesh_xds_type)t),
-                            json_pack("{s:s, s:s}", "version", st->versions[t], "last_nack", st->last_nack[t]));
-    return json_pack("{s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:o}", "connected", st->connected, "ready", st->ready,
-                     "last_error", st->last_error, "connects", (json_int_t)st->connects, "connect_failures",
-                     (json_int_t)st->connect_failures, "snapshot_published", (json_int_t)st->generation,
-                     "snapshot_applied", (json_int_t)node->xds_applied, "types", types);
-}
-
 static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mgmt_response *resp)
 {
     struct app_api *api = ctx;
@@ -453,8 +438,8 @@ static void api_config_dump(void *ctx, const struct mgmt_request *req, struct mg
                      api_arp_table(api));
     if (node->mesh != NULL)
         json_object_update_new(root, app_mesh_node_dump_json(node->mesh));
-    if (node->xds != NULL)
-        json_object_set_new(root, "xds", api_xds_json(node));
+    if (node->istiod != NULL)
+        json_object_set_new(root, "xds", app_istiod_dump_json(node->istiod));
     mgmt_response_json(resp, 200, root);
 }
 
@@ -533,6 +518,8 @@ static void api_metrics(void *ctx, const struct mgmt_request *req, struct mgmt_r
 
     if (node->mesh != NULL)
         api_metrics_istio(api, prom);
+    if (node->istiod != NULL)
+        app_istiod_metrics_render(prom, node->istiod);
     if (mgmt_prom_finish(prom) < 0) {
         mgmt_response_text(resp, 500, "metrics: out of memory\n");
     } else {

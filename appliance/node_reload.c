@@ -26,6 +26,7 @@
 #include "appliance/mesh_dpdk.h"
 #include "appliance/mesh_node.h"
 #include "appliance/node.h"
+#include "appliance/istiod.h"
 #include "mesh/xds_convert.h"
 #include "dpdk/classify.h"
 
@@ -146,7 +147,7 @@ int app_node_reload(struct app_node *node, struct app_config *next, char *err, s
         snprintf(err, errlen, "this node runs without a mesh: nothing can change live");
         return -EPERM;
     }
-    if (node->xds != NULL) {
+    if (node->istiod != NULL) {
         snprintf(err, errlen, "this node follows istiod: workloads, services and policies come from there");
         return -EPERM;
     }
@@ -168,9 +169,12 @@ int app_node_apply_xds(struct app_node *node, const struct mesh_xds_state *state
         snprintf(err, errlen, "this node runs without a mesh");
         return -EPERM;
     }
-    rc = reload_swap(node, app_mesh_node_new_from_xds(cfg, &node->mesh_env, state, err, errlen), cfg, err, errlen);
+    rc = reload_swap(node,
+                     app_mesh_node_new_from_xds(cfg, &node->mesh_env, state, app_istiod_certs(node->istiod), err,
+                                                errlen),
+                     cfg, err, errlen);
     if (rc == 0 || rc == -ETIMEDOUT)
-        node->xds_applied = state->generation;
+        app_istiod_applied(node->istiod, state->generation);
     return rc;
 }
 

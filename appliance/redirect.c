@@ -413,6 +413,45 @@ int app_redirect_remove(const struct app_redirect_config *cfg, char *err, size_t
     return 0;
 }
 
+int app_redirect_set_enrolled(struct app_redirect_config *cfg, const uint32_t *addrs, int n, char *err,
+                              size_t errlen)
+{
+    char *nft[] = {"nft", "-f", "-", NULL};
+    char table[64], ip[16];
+    struct redirect_out o;
+    size_t cap;
+    int rc;
+
+    err[0] = '\0';
+    if (n < 0 || n > APP_REDIRECT_MAX_ENROLLED) {
+        snprintf(err, errlen, "%d enrolled pods: at most %d", n, APP_REDIRECT_MAX_ENROLLED);
+        return -EINVAL;
+    }
+    if (n == cfg->n_enrolled && memcmp(addrs, cfg->enrolled, (size_t)n * sizeof(*addrs)) == 0)
+        return 0;
+    cap = 256 + (size_t)n * 18;
+    o = (struct redirect_out){.buf = malloc(cap), .len = cap};
+    if (o.buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    app_redirect_table_name(cfg, table, sizeof(table));
+    redirect_put(&o, "flush set ip %s enrolled\n", table);
+    if (n > 0) {
+        redirect_put(&o, "add element ip %s enrolled { ", table);
+        for (int i = 0; i < n; i++)
+            redirect_put(&o, "%s%s", i ? ", " : "", app_ipv4_format(addrs[i], ip));
+        redirect_put(&o, " }\n");
+    }
+    rc = redirect_run(nft, o.buf, err, errlen) != 0 ? -EIO : 0;
+    free(o.buf);
+    if (rc == 0) {
+        memcpy(cfg->enrolled, addrs, (size_t)n * sizeof(*addrs));
+        cfg->n_enrolled = n;
+    }
+    return rc;
+}
+
 int app_redirect_install(const struct app_redirect_config *cfg, char *err, size_t errlen)
 {
     char ruleset[REDIRECT_RULESET_MAX_BYTES], mark[32], table[16], prio[16], tname[64], ignore[256];

@@ -103,6 +103,14 @@ const char *app_redirect_table_name(const struct app_redirect_config *cfg, char 
 int app_redirect_install(const struct app_redirect_config *cfg, char *err, size_t errlen);
 
 /*
+ * Replace the enrolled set of the installed table with addrs (n host-order addresses) in one nft transaction, and
+ * record them in cfg. No-op when they equal cfg's. Flows already captured keep their NAT / socket.
+ * @return 0, -EINVAL (too many), -ENOMEM, or -EIO (nft failed; err says why; the set is unchanged).
+ */
+int app_redirect_set_enrolled(struct app_redirect_config *cfg, const uint32_t *addrs, int n, char *err,
+                              size_t errlen);
+
+/*
  * Remove the nft table, the fwmark rule and the local route in the route table (nothing else). Idempotent.
  * @return 0, or -EIO when something could not be removed (err says what).
  */

@@ -6,16 +6,20 @@ Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf). Message c
 `protoc --python_out` from the project's own proto/ tree (ztunnel-wire-facts.md sections 3.4 to 3.6); the gRPC
 services use generic handlers on raw bytes, so no gRPC stubs are needed.
 
-At start a throw-away PKI is made with the openssl CLI in the work directory: a root CA, a server certificate for
-localhost / 127.0.0.1, and an intermediate CA (pathlen 0) that signs workload certificates. Then one line is printed:
+At start a throw-away PKI is made with the openssl CLI in the PKI directory (--pki-dir, default the work directory;
+an existing one is reused, so several control planes, or one restarted, share a root): a root CA, a server
+certificate for localhost / 127.0.0.1, and an intermediate CA (pathlen 0) that signs workload certificates with
+python3-cryptography, valid exactly for the requested validity_duration. Then one line is printed:
 
     CONTROLPLANE port=<port> root=<root.pem> workdir=<dir> events=<events.jsonl>
 
-Every request received and every check made is appended as one JSON object per line to the events file.
+Every request received, every certificate issued (identity, serial in hex, validity) and every check made is
+appended as one JSON object per line to the events file (kept across restarts with the same work directory).
 
 Behaviour is driven by a scenario (JSON file, --scenario) or by the shortcut flags, which build one:
     {"streams": [[step, ...], ...],       # steps for the 1st, 2nd, ... ADS stream; later streams reuse the last
-     "ca": "ok" | "refuse" | "wrong_identity"}
+     "ca": "ok" | "refuse" | "wrong_identity",
+     "ca_refuse": [spiffe identity, ...]}   # CSRs for these are refused (UNAUTHENTICATED), the others signed
 Steps:
     {"wait_initial": true, "expect_versions": {"address": {name: version}}}   wait for both initial requests
     {"push": "address"|"authorization", "resources": [res...], "expect": "ack"|"nack", "nack_contains": "..."}
@@ -73,9 +77,13 @@ def gen_python(proto_root, outdir):
 
 
 def make_pki(d):
-    """Root CA, server cert (localhost, 127.0.0.1), workload-signing intermediate. Returns a dict of paths."""
+    """Root CA, server cert (localhost, 127.0.0.1), workload-signing intermediate, made once in d (an existing set
+    is reused). Returns a dict of paths."""
+    os.makedirs(d, exist_ok=True)
     p = {k: os.path.join(d, k) for k in ('root.key', 'root.pem', 'server.key', 'server.pem', 'inter.key',
                                          'inter.pem')}
+    if all(os.path.exists(v) for v in p.values()):
+        return p
     ec = ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']
     run(['openssl', 'genpkey'] + ec + ['-out', p['root.key']])
     run(['openssl', 'req', '-x509', '-new', '-key', p['root.key'], '-subj', '/O=cluster.local', '-days', '30',
@@ -102,7 +110,7 @@ class Events:
         self.path = path
         self.lock = threading.Lock()
         self.failures = 0
-        open(path, 'w').close()
+        open(path, 'a').close()
 
     def log(self, **ev):
         ev['t'] = round(time.time(), 3)
@@ -292,31 +300,57 @@ class ControlPlane:
         imp = req.metadata.fields.get('ImpersonatedIdentity')
         identity = imp.string_value if imp is not None else 'spiffe://cluster.local/ns/istio-system/sa/ztunnel'
         mode = self.scenario.get('ca', 'ok')
+        if identity in self.scenario.get('ca_refuse', []):
+            mode = 'refuse'
         self.ev.log(event='csr', identity=identity, validity=req.validity_duration, mode=mode,
                     csr_ok=req.csr.startswith('-----BEGIN CERTIFICATE REQUEST-----'))
         if mode == 'refuse':
             context.abort(grpc.StatusCode.UNAUTHENTICATED, 'node is not allowed to impersonate ' + identity)
         if mode == 'wrong_identity':
             identity = 'spiffe://cluster.local/ns/other/sa/intruder'
-        with tempfile.TemporaryDirectory(dir=self.args.workdir) as d:
-            csr = os.path.join(d, 'w.csr')
-            ext = os.path.join(d, 'w.ext')
-            out = os.path.join(d, 'w.pem')
-            with open(csr, 'w') as f:
-                f.write(req.csr)
-            with open(ext, 'w') as f:
-                f.write('basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n'
-                        'extendedKeyUsage=serverAuth,clientAuth\nauthorityKeyIdentifier=keyid\n'
-                        'subjectAltName=critical,URI:%s\n' % identity)
-            days = max(1, int(req.validity_duration or 86400) // 86400)
-            try:
-                run(['openssl', 'x509', '-req', '-in', csr, '-CA', self.pki['inter.pem'], '-CAkey',
-                     self.pki['inter.key'], '-CAcreateserial', '-days', str(days), '-sha256', '-extfile', ext,
-                     '-out', out])
-            except subprocess.CalledProcessError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'bad CSR: ' + e.stderr.decode(errors='replace'))
-            chain = [open(out).read(), open(self.pki['inter.pem']).read(), open(self.pki['root.pem']).read()]
+        try:
+            leaf, serial, not_after = self.sign(req.csr, identity, int(req.validity_duration or 86400))
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'bad CSR: %s' % e)
+        self.ev.log(event='issued', identity=identity, serial='%x' % serial, not_after=not_after)
+        chain = [leaf, open(self.pki['inter.pem']).read(), open(self.pki['root.pem']).read()]
         return self.ca.IstioCertificateResponse(cert_chain=chain).SerializeToString()
+
+
+    def sign(self, csr_pem, identity, validity_s):
+        """A workload leaf for the CSR's key, signed by the intermediate: URI SAN = identity, valid from a second
+        ago for validity_s seconds. Returns (PEM, serial, notAfter as a Unix time)."""
+        import datetime
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        if not csr.is_signature_valid:
+            raise ValueError('the CSR signature does not verify')
+        with open(self.pki['inter.pem'], 'rb') as f:
+            inter = x509.load_pem_x509_certificate(f.read())
+        with open(self.pki['inter.key'], 'rb') as f:
+            inter_key = serialization.load_pem_private_key(f.read(), None)
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        not_after = now + datetime.timedelta(seconds=validity_s)
+        serial = x509.random_serial_number()
+        cert = (x509.CertificateBuilder()
+                .subject_name(csr.subject).issuer_name(inter.subject).public_key(csr.public_key())
+                .serial_number(serial)
+                .not_valid_before(now - datetime.timedelta(seconds=1)).not_valid_after(not_after)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                             crl_sign=False, encipher_only=False, decipher_only=False),
+                               critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(inter_key.public_key()),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]),
+                               critical=True)
+                .sign(inter_key, hashes.SHA256()))
+        return (cert.public_bytes(serialization.Encoding.PEM).decode(), serial, int(not_after.timestamp()))
 
 
 def load_scenario(args):
@@ -352,6 +386,7 @@ def main():
     ap.add_argument('--cluster-id', default='Kubernetes')
     ap.add_argument('--scenario')
     ap.add_argument('--workdir', help='default: a fresh temporary directory')
+    ap.add_argument('--pki-dir', help='where the PKI is made or reused (default: the work directory)')
     ap.add_argument('--proto-root', default=DEFAULT_PROTO_ROOT)
     ap.add_argument('--workloads', type=int, default=1, help='shortcut: workloads pushed first')
     ap.add_argument('--malformed', action='store_true', help='shortcut: then push a malformed Address')
@@ -364,7 +399,7 @@ def main():
     args.workdir = args.workdir or tempfile.mkdtemp(prefix='zw-controlplane-')
     os.makedirs(args.workdir, exist_ok=True)
     gen_python(args.proto_root, os.path.join(args.workdir, 'py'))
-    pki = make_pki(args.workdir)
+    pki = make_pki(args.pki_dir or args.workdir)
     events = Events(os.path.join(args.workdir, 'events.jsonl'))
     cp = ControlPlane(args, pki, events)
 

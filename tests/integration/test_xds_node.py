@@ -1,25 +1,35 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""zwire nodes that follow a control plane: workloads and policies arrive over Delta ADS, not from the file.
+"""zwire nodes that follow a control plane: workloads, policies and certificates come from it, not from the file.
 
-Each DPDK zwire node gets a config with only the mesh group (trust domain, CA) and an xds group pointing at
-tests/controlplane/controlplane.py, which runs inside that node's network namespace on 127.0.0.1:15012 with its own
-throw-away PKI (server-only TLS, a bearer token). Both control planes play the same scenario:
+Each zwire node (--backend dpdk: DPDK af_packet ports; --backend kernel: the kernel path) gets a config with only
+the mesh group (trust domain, mTLS mode) and an xds group pointing at tests/controlplane/controlplane.py, which runs
+inside that node's network namespace on 127.0.0.1:15012 (server-only TLS, a bearer token). The two control planes
+share one PKI, so both nodes' workload certificates chain to the same root; the nodes have no CA of their own.
 
-  stream 1: wait for the initial requests; push Address [a, b (node1), c (node2, selected by default/allow-sa-a)]
-            (ACK); push Authorization [default/allow-sa-a: ALLOW principal sa-a] (ACK); push one malformed Address
-            (NACK, the rest stays); after PHASE2_S seconds push Authorization default/deny-sa-a-8080, a namespace
-            DENY of sa-a on port 8080 (ACK)
+  pods: a 10.21.1.10 (default/sa-a), b 10.21.1.11 (other/sa-b) on node1; c 10.21.2.10 (default/sa-c),
+        d 10.21.2.11 (apps/sa-d, behind service svc-d, VIP 10.96.21.20:80 -> 8080) on node2;
+        r 10.21.1.12 (default/sa-r, node1, no pod): the CA refuses its identity.
 
-  pods: a 10.21.1.10 (default/sa-a), b 10.21.1.11 (other/sa-b) on node1; c 10.21.2.10 (default/sa-c) on node2.
+  first control planes, one ADS stream: wait for the initial requests; push Address [a, b, c, d, r, svc-d] (ACK);
+    push Authorization [default/allow-sa-a: ALLOW principal sa-a, selected by c] (ACK); push a malformed Address
+    (NACK); PHASE2_S s later push default/deny-sa-a-8080 (namespace DENY of sa-a on port 8080) (ACK).
+  the test stops both control planes for OUTAGE_S s, then starts them again on the same port and PKI: they expect
+    initial_resource_versions naming what was accepted, then remove workload d (ACK).
 
 Cases: ready once both types were ACKed; a -> c crosses as HBONE with sa-a's identity; b -> c is denied by the
-pushed policy; the malformed resource was NACKed with its reason and nothing else changed; the policy pushed later
-denies a -> c live and closes a connection a held open since before the push; no control-plane check failed.
+pushed policy; the malformed resource was NACKed with its reason and nothing else changed; the certificates the
+nodes hold (and, on the kernel path, the one c's port 15008 presents) are the ones the test CA issued; the refused
+CSR shows as "Unavailable" with the CA's reason in /config_dump; the later policy denies a -> c live and closes a
+connection held since before the push; certificates rotate at half-life while a held connection lives on; the
+outage changes nothing in the data path and the nodes resynchronize with initial_resource_versions; the removed
+workload's service stops answering; no control-plane check failed.
 """
 
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -34,19 +44,36 @@ TD = "cluster.local"
 TOKEN = "zw-xds-node-token"
 CP_PORT = 15012
 PORT = 8080
-PHASE2_S = 25  # seconds after the first pushes until the control plane denies a -> c
+VIP, VIP_PORT = "10.96.21.20", 80
+PHASE2_S = 20   # seconds after the first pushes until the control plane denies a -> c
+CERT_TTL_S = 80  # requested certificate lifetime: rotation at half of it, before the outage starts
+OUTAGE_S = 30
+BACKEND = "dpdk"  # set from --backend before main()
 PODS = {"a": ("node1", "10.21.1.10", "default"), "b": ("node1", "10.21.1.11", "other"),
-        "c": ("node2", "10.21.2.10", "default")}
+        "c": ("node2", "10.21.2.10", "default"), "d": ("node2", "10.21.2.11", "apps")}
+WORKLOAD_ONLY = {"r": ("node1", "10.21.1.12", "default")}  # pushed, but no pod: its CSR is refused
+SVC_D = "apps/svc-d.apps.svc.cluster.local"
 
 
-def workload(name, policies=()):
-    node, ip, ns = PODS[name]
-    uid = f"Kubernetes//Pod/{ns}/{name}"
-    return {"name": uid, "version": "1", "aliases": [f"/{ip}"],
-            "workload": {"uid": uid, "name": name, "namespace": ns, "ips": [ip], "tunnelProtocol": "HBONE",
-                         "serviceAccount": f"sa-{name}", "node": node, "trustDomain": TD, "workloadName": name,
-                         "canonicalName": name, "canonicalRevision": "latest", "clusterId": "Kubernetes",
-                         "authorizationPolicies": list(policies)}}
+def spiffe(name):
+    node, _ip, ns = {**PODS, **WORKLOAD_ONLY}[name]
+    return f"spiffe://{TD}/ns/{ns}/sa/sa-{name}"
+
+
+def uid(name):
+    _node, _ip, ns = {**PODS, **WORKLOAD_ONLY}[name]
+    return f"Kubernetes//Pod/{ns}/{name}"
+
+
+def workload(name, policies=(), services=None):
+    node, ip, ns = {**PODS, **WORKLOAD_ONLY}[name]
+    w = {"uid": uid(name), "name": name, "namespace": ns, "ips": [ip], "tunnelProtocol": "HBONE",
+         "serviceAccount": f"sa-{name}", "node": node, "trustDomain": TD, "workloadName": name,
+         "canonicalName": name, "canonicalRevision": "latest", "clusterId": "Kubernetes",
+         "authorizationPolicies": list(policies)}
+    if services:
+        w["services"] = services
+    return {"name": uid(name), "version": "1", "aliases": [f"/{ip}"], "workload": w}
 
 
 def authorization(name, ns, scope, action, match, version="1"):
@@ -55,10 +82,16 @@ def authorization(name, ns, scope, action, match, version="1"):
                               "rules": [{"clauses": [{"matches": [match]}]}]}}
 
 
-SCENARIO = {"ca": "ok", "streams": [[
+SERVICE_D = {"name": SVC_D, "version": "1",
+             "service": {"name": "svc-d", "namespace": "apps", "hostname": "svc-d.apps.svc.cluster.local",
+                         "vips": [f"/{VIP}"], "ports": [{"servicePort": VIP_PORT, "targetPort": PORT}]}}
+
+SCENARIO = {"ca": "ok", "ca_refuse": [spiffe("r")], "streams": [[
     {"wait_initial": True},
     {"push": "address", "expect": "ack",
-     "resources": [workload("a"), workload("b"), workload("c", ["default/allow-sa-a"])]},
+     "resources": [workload("a"), workload("b"), workload("c", ["default/allow-sa-a"]),
+                   workload("d", services={SVC_D: {"ports": [{"servicePort": VIP_PORT, "targetPort": PORT}]}}),
+                   workload("r"), SERVICE_D]},
     {"push": "authorization", "expect": "ack",
      "resources": [authorization("allow-sa-a", "default", "WORKLOAD_SELECTOR", "ALLOW",
                                  {"principals": [{"exact": f"{TD}/ns/default/sa/sa-a"}]})]},
@@ -71,47 +104,65 @@ SCENARIO = {"ca": "ok", "streams": [[
                                   "destinationPorts": [PORT]})]},
 ]]}
 
+# After the outage: the client must name what it accepted before, then d goes away.
+RESTART_SCENARIO = {"ca": "ok", "ca_refuse": [spiffe("r")], "streams": [[
+    {"wait_initial": True,
+     "expect_versions": {"address": {uid("a"): "1", uid("d"): "1", SVC_D: "1"},
+                         "authorization": {"default/allow-sa-a": "1", "default/deny-sa-a-8080": "1"}}},
+    {"remove": "address", "names": [uid("d")], "expect": "ack"},
+]]}
+
 
 def cp_dir(lab, node):
     return os.path.join(lab.run_dir, f"cp-{node}")
 
 
-def start_controlplane(lab, node):
-    """Runs before the node's zwire: the control plane in the node's netns, ready before zwire dials it."""
+def start_controlplane(lab, node, scenario, name):
+    """The control plane in the node's netns on 127.0.0.1:CP_PORT with the lab's shared PKI; returns once it
+    listens."""
     wd = cp_dir(lab, node)
     os.makedirs(wd, exist_ok=True)
-    scen = os.path.join(wd, "scenario.json")
+    scen = os.path.join(wd, f"{name}.json")
     with open(scen, "w", encoding="utf-8") as f:
-        json.dump(SCENARIO, f)
+        json.dump(scenario, f)
     proc = lab.start_bg(node, [PY, CONTROLPLANE, "--host", "127.0.0.1", "--port", str(CP_PORT), "--token", TOKEN,
-                               "--scenario", scen, "--workdir", wd], f"controlplane-{node}")
+                               "--scenario", scen, "--workdir", wd, "--pki-dir", os.path.join(lab.run_dir, "pki")],
+                        name)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "CONTROLPLANE port=" in proc.log_tail():
-            return
+            return proc
         check(proc.alive(), f"the control plane of {node} exited:\n{proc.log_tail()}")
         time.sleep(0.2)
     raise AssertionError(f"the control plane of {node} did not start:\n{proc.log_tail()}")
 
 
-def events(lab, node):
+def events(lab, node, since=0.0):
     path = os.path.join(cp_dir(lab, node), "events.jsonl")
     out = []
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 try:
-                    out.append(json.loads(line))
+                    ev = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    continue
+                if ev.get("t", 0) >= since:
+                    out.append(ev)
     except OSError:
         pass
     return out
 
 
-def curl(lab, src, dst_ip, max_time=6):
+def issued(lab, node, identity):
+    """Serials (ints) the test CA issued for identity through node's control plane, oldest first."""
+    return [int(e["serial"], 16) for e in events(lab, node) if e.get("event") == "issued"
+            and e.get("identity") == identity]
+
+
+def curl(lab, src, dst_ip, port=PORT, max_time=6):
     res = lab.exec(src, ["curl", "-sS", "--max-time", str(max_time), "-o", "/dev/null", "-w", "%{http_code}",
-                         f"http://{dst_ip}:{PORT}/"], timeout=max_time + 5)
+                         f"http://{dst_ip}:{port}/"], timeout=max_time + 5)
     return res.returncode, res.stdout.strip(), res.stderr.strip()
 
 
@@ -130,56 +181,82 @@ def wait_for(pred, timeout, step=0.3):
     return None
 
 
-def ensure_server(lab, ctx):
+def config_dump(lab, node):
+    code, body = lab.mgmt(node, "GET", "/config_dump")
+    check(code == 200, f"{node}: /config_dump -> {code} {body[:300]}")
+    return json.loads(body)
+
+
+def certificates(lab, node):
+    """identity -> the certificate entry of /config_dump (ztunnel's shape)."""
+    return {c["identity"]: c for c in config_dump(lab, node).get("certificates", [])}
+
+
+def leaf_serial(entry):
+    chain = entry.get("certChain") or []
+    return int(chain[0]["serialNumber"], 16) if chain else None
+
+
+def ensure_servers(lab, ctx):
     if "http" not in ctx.scratch:
-        proc = lab.start_bg("c", [PY, MESH_PEER, "serve", "c", PODS["c"][1], str(PORT)], "peer-c")
-        lab.wait_listen("c", PORT, "tcp", proc=proc)
-        ctx.scratch["http"] = proc
+        procs = []
+        for pod in ("c", "d"):
+            proc = lab.start_bg(pod, [PY, MESH_PEER, "serve", pod, PODS[pod][1], str(PORT)], f"peer-{pod}")
+            lab.wait_listen(pod, PORT, "tcp", proc=proc)
+            procs.append(proc)
+        ctx.scratch["http"] = procs
 
 
-def start_hold(lab, ctx):
-    """a keeps one connection to c open (GET /hold: c sends a byte every 0.2 s) from before the later push."""
-    ensure_server(lab, ctx)
-    if "hold" not in ctx.scratch:
-        hold = lab.start_bg("a", [PY, MESH_PEER, "hold", PODS["c"][1], str(PORT)], "hold-a-c")
+def start_hold(lab, ctx, dst):
+    """a keeps one connection to dst open (GET /hold: the server sends a byte every 0.2 s)."""
+    ensure_servers(lab, ctx)
+    key = "hold-" + dst
+    if key not in ctx.scratch:
+        hold = lab.start_bg("a", [PY, MESH_PEER, "hold", PODS[dst][1], str(PORT)], f"hold-a-{dst}")
         ok = wait_for(lambda: "open" in hold.log_tail(), 10)
-        check(ok, f"a -> c (hold) did not open: {hold.log_tail()!r}")
-        ctx.scratch["hold"] = hold
+        check(ok, f"a -> {dst} (hold) did not open: {hold.log_tail()!r}")
+        ctx.scratch[key] = hold
+    return ctx.scratch[key]
 
 
 @case
-def ready_once_both_types_were_acked(lab, _ctx):
+def ready_once_both_types_were_acked(lab, ctx):
     for node in ("node1", "node2"):
         code, body = lab.mgmt(node, "GET", "/healthz/ready")
         check(code == 200, f"{node}: /healthz/ready -> {code} {body}")
         acks = [e for e in events(lab, node) if e.get("event") == "check_ok" and e.get("what") == "ack"]
         check(len(acks) >= 2, f"{node}: ready, but the control plane saw {len(acks)} ACKs: {events(lab, node)}")
         log = open(lab.daemons[node].log_path, encoding="utf-8", errors="replace").read()
-        check("following istiod at 127.0.0.1:15012" in log, f"{node}: no 'following istiod' line in its log")
+        check("following istiod at 127.0.0.1:15012 (certificates from the Istio CA)" in log,
+              f"{node}: no 'following istiod ... Istio CA' line in its log")
         check("istiod snapshot" in log, f"{node}: no snapshot applied (log):\n{log[-1500:]}")
+    start_hold(lab, ctx, "c")
+    start_hold(lab, ctx, "d")
 
 
 @case
 def pushed_workloads_carry_a_to_c_over_hbone(lab, ctx):
-    ensure_server(lab, ctx)
+    ensure_servers(lab, ctx)
     rc, code, err = curl(lab, "a", PODS["c"][1])
     check(rc == 0 and code == "200", f"a -> c: curl rc {rc} status {code} {err}")
     out = wait_for(lambda: [ln for ln in access_lines(lab, "node1") if " outbound " in ln
                             and f"dst.addr={PODS['c'][1]}:{PORT}" in ln], 5)
-    check(out and "hbone_status=200" in out[-1] and f"dst.identity=spiffe://{TD}/ns/default/sa/sa-c" in out[-1],
+    check(out and "hbone_status=200" in out[-1] and f"dst.identity={spiffe('c')}" in out[-1],
           f"node1 has no HBONE access line for a -> c: {out}")
     inb = wait_for(lambda: [ln for ln in access_lines(lab, "node2") if " inbound " in ln
-                            and f"src.identity=spiffe://{TD}/ns/default/sa/sa-a" in ln], 5)
+                            and f"src.identity={spiffe('a')}" in ln], 5)
     check(inb and "reason=-" in inb[-1], f"node2 has no clean inbound line from sa-a: {inb}")
+    rc, code, err = curl(lab, "a", VIP, VIP_PORT)
+    check(rc == 0 and code == "200", f"a -> svc-d VIP {VIP}:{VIP_PORT}: curl rc {rc} status {code} {err}")
 
 
 @case
 def pushed_policy_denies_b_to_c(lab, ctx):
-    start_hold(lab, ctx)
+    ensure_servers(lab, ctx)
     rc, code, err = curl(lab, "b", PODS["c"][1])
     check(rc != 0 or code != "200", f"b -> c succeeded although allow-sa-a admits only sa-a: {code}")
     inb = wait_for(lambda: [ln for ln in access_lines(lab, "node2") if " inbound " in ln
-                            and f"src.identity=spiffe://{TD}/ns/other/sa/sa-b" in ln], 5)
+                            and f"src.identity={spiffe('b')}" in ln], 5)
     check(inb and "hbone_status=401" in inb[-1] and "reason=denied" in inb[-1],
           f"node2 did not deny b -> c with 401: {inb}")
 
@@ -191,41 +268,152 @@ def malformed_resource_nacked_rest_applied(lab, _ctx):
                                   and e.get("what") == "nack"], 10)
         check(nacks, f"{node}: the control plane saw no NACK of bad/one: {events(lab, node)[-6:]}")
         check("bad/one" in (nacks[-1].get("error_detail") or ""), f"{node}: NACK without the name: {nacks[-1]}")
-        code, body = lab.mgmt(node, "GET", "/config_dump")
-        check(code == 200, f"{node}: /config_dump -> {code}")
-        dump = json.loads(body)
-        names = sorted(w.get("name") for w in find_workloads(dump))
-        check(names == ["a", "b", "c"], f"{node}: workloads after the NACK: {names}")
+        dump = config_dump(lab, node)
+        names = sorted(w.get("name") for w in dump.get("workloads", []))
+        check(names == ["a", "b", "c", "d", "r"], f"{node}: workloads after the NACK: {names}")
+        check("bad/one" in json.dumps(dump.get("xds", {})), f"{node}: /config_dump xds shows no NACK: {dump.get('xds')}")
 
 
-def find_workloads(obj):
-    """The workload objects of /config_dump's mesh section, wherever it sits."""
-    if isinstance(obj, dict):
-        if isinstance(obj.get("workloads"), list):
-            return obj["workloads"]
-        for v in obj.values():
-            got = find_workloads(v)
-            if got:
-                return got
-    return []
+def presented_serial(lab, src_node, dst_ip):
+    """The serial of the leaf a TLS client sees at dst_ip:15008, from src_node's namespace (kernel path only)."""
+    res = subprocess.run(["ip", "netns", "exec", lab.ns(src_node), "sh", "-c",
+                          f"sleep 1 | openssl s_client -connect {dst_ip}:15008 -noservername -alpn h2 2>/dev/null"],
+                         capture_output=True, timeout=20, check=False)
+    out = res.stdout.decode("latin-1")
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+    check(m, f"s_client to {dst_ip}:15008 printed no certificate:\n{out[-1500:]}")
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=m.group(0).encode(), capture_output=True,
+                       timeout=10, check=True)
+    return int(x.stdout.decode().strip().split("=", 1)[1], 16)
+
+
+@case
+def certificates_come_from_the_test_ca(lab, _ctx):
+    want = {"node1": ("a", "b"), "node2": ("c", "d")}
+    for node, pods in want.items():
+        dump = config_dump(lab, node)
+        check(dump.get("xds", {}).get("certificates_from") == "istiod",
+              f"{node}: certificates do not come from istiod: {dump.get('xds')}")
+        for pod in pods:
+            got = wait_for(lambda: certificates(lab, node).get(spiffe(pod)), 10)
+            check(got and got.get("state") == "Available", f"{node}: {spiffe(pod)}: {got}")
+            serial = leaf_serial(got)
+            check(serial in issued(lab, node, spiffe(pod)),
+                  f"{node}: the certificate of {spiffe(pod)} (serial {serial:x}) is not one the test CA issued: "
+                  f"{[hex(s) for s in issued(lab, node, spiffe(pod))]}")
+            root = (got.get("rootCerts") or [{}])[0].get("pem", "")
+            check(root, f"{node}: {spiffe(pod)} has no root certificate")
+    if BACKEND == "kernel":
+        serial = presented_serial(lab, "node1", PODS["c"][1])
+        check(serial in issued(lab, "node2", spiffe("c")),
+              f"c's port 15008 presents serial {serial:x}, not one the test CA issued for sa-c")
+
+
+@case
+def refused_csr_leaves_a_clear_status(lab, _ctx):
+    got = wait_for(lambda: (certificates(lab, "node1").get(spiffe("r")) or {}).get("state", "")
+                   .startswith("Unavailable"), 15)
+    entry = certificates(lab, "node1").get(spiffe("r"))
+    check(got, f"node1: the refused identity's certificate is not Unavailable: {entry}")
+    check("not allowed to impersonate" in entry["state"] and "16" in entry["state"],
+          f"node1: the status does not carry the CA's answer: {entry['state']!r}")
+    check(not entry.get("certChain"), f"node1: a refused identity holds a certificate: {entry}")
+    csrs = [e for e in events(lab, "node1") if e.get("event") == "csr" and e.get("identity") == spiffe("r")]
+    check(csrs and all(e.get("mode") == "refuse" for e in csrs), f"the CA saw no CSR for sa-r: {csrs}")
 
 
 @case
 def policy_pushed_later_denies_a_to_c_live(lab, ctx):
-    ensure_server(lab, ctx)
+    ensure_servers(lab, ctx)
 
     def denied():
         rc, code, _ = curl(lab, "a", PODS["c"][1], max_time=3)
         return rc != 0 or code != "200"
     got = wait_for(denied, PHASE2_S + 30, step=1.0)
     check(got, f"a -> c still allowed {PHASE2_S + 30}s later; control plane events: {events(lab, 'node2')[-4:]}")
-    hold = ctx.scratch.get("hold")
+    hold = ctx.scratch.get("hold-c")
     check(hold is not None, "no connection was held open across the push")
     closed = wait_for(lambda: not hold.alive(), 10)
     check(closed, f"a's connection to c, open before the push, survived the DENY for 10 s: {hold.log_tail()!r}")
-    inb = [ln for ln in access_lines(lab, "node2") if " inbound " in ln
-           and f"src.identity=spiffe://{TD}/ns/default/sa/sa-a" in ln]
+    inb = [ln for ln in access_lines(lab, "node2") if " inbound " in ln and f"src.identity={spiffe('a')}" in ln]
     check(inb and "reason=denied" in inb[-1], f"node2's last line for sa-a is not a denial: {inb[-1:]}")
+
+
+@case
+def certificates_rotate_before_expiry_without_dropping(lab, ctx):
+    hold = ctx.scratch.get("hold-d")
+    check(hold is not None and hold.alive(), "a's held connection to d is gone before the rotation")
+    for node, pod in (("node1", "a"), ("node2", "d")):
+        got = wait_for(lambda: len(issued(lab, node, spiffe(pod))) >= 2, CERT_TTL_S, step=1.0)
+        check(got, f"{node}: the test CA issued {len(issued(lab, node, spiffe(pod)))} certificates for "
+                   f"{spiffe(pod)} in {CERT_TTL_S} s (rotation at half of {CERT_TTL_S} s)")
+        serials = issued(lab, node, spiffe(pod))
+        now = wait_for(lambda: leaf_serial(certificates(lab, node).get(spiffe(pod), {})) == serials[-1], 5)
+        check(now, f"{node}: /config_dump still shows serial "
+                   f"{leaf_serial(certificates(lab, node).get(spiffe(pod), {}))} after the CA issued {serials[-1]:x}")
+    rc, code, err = curl(lab, "a", PODS["d"][1])
+    check(rc == 0 and code == "200", f"a -> d after the rotation: curl rc {rc} status {code} {err}")
+    check(hold.alive(), f"a's connection to d, held across the rotation, ended: {hold.log_tail()!r}")
+    if BACKEND == "kernel":
+        serial = presented_serial(lab, "node1", PODS["d"][1])
+        check(serial == issued(lab, "node2", spiffe("d"))[-1],
+              f"d's port 15008 presents serial {serial:x}, not the renewed certificate")
+
+
+@case
+def control_plane_outage_changes_nothing_then_resync(lab, ctx):
+    ensure_servers(lab, ctx)
+    for node in ("node1", "node2"):
+        lab.stop_bg(ctx.scratch["cp-" + node])
+    t_stop = time.time()
+    disconnected = set()
+    samples = 0
+    while time.time() - t_stop < OUTAGE_S:
+        rc, code, err = curl(lab, "a", PODS["d"][1], max_time=4)
+        check(rc == 0 and code == "200", f"a -> d during the outage ({time.time() - t_stop:.0f} s): {rc} {code} {err}")
+        rc, code, _ = curl(lab, "b", PODS["c"][1], max_time=4)
+        check(rc != 0 or code != "200", "b -> c allowed during the outage")
+        rc, code, _ = curl(lab, "a", VIP, VIP_PORT, max_time=4)
+        check(rc == 0 and code == "200", f"a -> svc-d during the outage: {rc} {code}")
+        for node in ("node1", "node2"):
+            c, _ = lab.mgmt(node, "GET", "/healthz/ready")
+            check(c == 200, f"{node} lost readiness during the outage")
+            if not config_dump(lab, node).get("xds", {}).get("connected", True):
+                disconnected.add(node)
+        samples += 1
+        time.sleep(3)
+    check(disconnected == {"node1", "node2"}, f"nodes never showed the control plane as disconnected: {disconnected}")
+    t_start = time.time()
+    ctx.scratch["cp-restart"] = t_start
+    for node in ("node1", "node2"):
+        ctx.scratch["cp-" + node] = start_controlplane(lab, node, RESTART_SCENARIO, f"controlplane-{node}-restarted")
+    for node in ("node1", "node2"):
+        got = wait_for(lambda: [e for e in events(lab, node, since=t_start) if e.get("event") == "check_ok"
+                                and e.get("what") == "initial versions"], 30, step=0.5)
+        bad = [e for e in events(lab, node, since=t_start) if e.get("event") == "check_failed"]
+        check(not bad, f"{node}: after the restart: {bad}")
+        check(got and len(got) == 2, f"{node}: no resync with initial_resource_versions within 30 s: "
+                                     f"{events(lab, node, since=t_start)[-5:]}")
+    print(f"    outage {OUTAGE_S} s: {samples} rounds of a->d, b->c, a->svc-d unchanged", flush=True)
+
+
+@case
+def removed_workload_stops_being_reachable(lab, ctx):
+    since = ctx.scratch.get("cp-restart", 0.0)
+    for node in ("node1", "node2"):
+        def removal_acked():
+            evs = events(lab, node, since=since)
+            nonces = {e["nonce"] for e in evs if e.get("event") == "push" and e.get("removed") == [uid("d")]}
+            return [e for e in evs if e.get("event") == "check_ok" and e.get("what") == "ack"
+                    and e.get("nonce") in nonces]
+        check(wait_for(removal_acked, 20, step=0.5), f"{node}: the removal of d was not ACKed: "
+                                                    f"{events(lab, node, since=since)[-5:]}")
+        gone = wait_for(lambda: "d" not in [w.get("name") for w in config_dump(lab, node).get("workloads", [])], 5)
+        check(gone, f"{node}: d is still in /config_dump after its removal")
+    rc, code, _ = curl(lab, "a", VIP, VIP_PORT, max_time=4)
+    check(rc != 0 or code != "200", f"svc-d still answers at {VIP}:{VIP_PORT} after its only workload was removed")
+    rc, code, _ = curl(lab, "a", PODS["c"][1], max_time=4)
+    check(rc != 0 or code != "200", "a -> c allowed again after the resync (the DENY was lost)")
 
 
 @case
@@ -241,22 +429,41 @@ def teardown_leaves_nothing(lab, _ctx):
 
 
 def make_lab(ctx):
+    kind = {"dpdk": "zwire", "kernel": "zwire-kernel"}[BACKEND]
     desc = json.loads(json.dumps(zwlab.DEFAULT_DESC))
-    desc["mesh"] = {"mesh": {"trust_domain": TD, "mtls_mode": "PERMISSIVE"}}
-    lab = zwlab.Lab(desc, build=ctx.build, kind="zwire")
+    for n in desc["nodes"]:
+        n["kind"] = kind
+    desc["pods"] = [{"name": p, "node": node, "ip": ip} for p, (node, ip, _ns) in PODS.items()]
+    # no CA in the file: the Istio CA (the test control plane) signs every workload certificate
+    desc["mesh"] = {"mesh": {"trust_domain": TD, "mtls_mode": "PERMISSIVE", "certificates": {"source": "xds"}}}
+    lab = zwlab.Lab(desc, build=ctx.build)
     token = os.path.join(lab.run_dir, "token")
 
     def before_zwire(lab_, node):
         with open(token, "w", encoding="utf-8") as f:
             f.write(TOKEN)
-        start_controlplane(lab_, node)
+        ctx.scratch["cp-" + node] = start_controlplane(lab_, node, SCENARIO, f"controlplane-{node}")
         lab_.nodes[node]["config_extra"] = (
-            f'xds = {{ address = "127.0.0.1:{CP_PORT}"; root_cert = "{cp_dir(lab_, node)}/root.pem"; '
+            f'xds = {{ address = "127.0.0.1:{CP_PORT}"; root_cert = "{lab_.run_dir}/pki/root.pem"; '
             f'token_file = "{token}"; cluster_id = "Kubernetes"; server_name = "localhost"; '
+            f'cert_ttl_s = {CERT_TTL_S}; '
             f'node_id = "ztunnel~127.0.0.1~zwire-{node}.istio-system~istio-system.svc.cluster.local"; }};')
     lab.before_zwire = before_zwire
     return lab
 
 
+def _take_backend(argv):
+    backend = "dpdk"
+    for i, a in enumerate(list(argv)):
+        if a == "--backend" and i + 1 < len(argv):
+            backend = argv[i + 1]
+            del argv[i:i + 2]
+            break
+    if backend not in ("dpdk", "kernel"):
+        raise SystemExit(f"--backend {backend}: want dpdk or kernel")
+    return backend
+
+
 if __name__ == "__main__":
-    sys.exit(main(make_lab, "zwire nodes following a control plane (Delta ADS)"))
+    BACKEND = _take_backend(sys.argv)
+    sys.exit(main(make_lab, f"zwire nodes following a control plane ({BACKEND} backend)"))

@@ -210,15 +210,39 @@ static void test_config_xds_node_support(void **state)
     (void)state;
     expect_node_refusal(BASE MESH XDS, true, NULL);
     expect_node_refusal(BASE, true, NULL);
-    expect_node_refusal(BASE MESH XDS, false, "xds: the kernel backend does not follow istiod");
+    expect_node_refusal(BASE MESH XDS, false, "xds: this node cannot follow istiod");
     expect_node_refusal(BASE XDS, true, "xds: needs a mesh group");
     expect_node_refusal(BASE MESH XDS
                         "workloads = ( { name = \"a\"; namespace = \"default\"; addresses = [ \"10.1.1.10\" ]; } );\n",
                         true, "xds: workloads, services and policies come from istiod");
-    expect_node_refusal(BASE "local_ca = { };\n", true, "local_ca: not used by a node yet");
+    expect_node_refusal(BASE "local_ca = { };\n", true, "local_ca: not used by a node");
     expect_node_refusal(BASE "mesh = { certificates = { source = \"xds\"; }; };\n", true,
-                        "mesh.certificates.source");
+                        "mesh.certificates.source: \"xds\" needs an xds group");
+    expect_node_refusal(BASE "mesh = { certificates = { source = \"xds\"; }; };\n" XDS, true, NULL);
 #undef MESH
+#undef XDS
+}
+
+/* Where the workload certificates come from: istiod by default with an xds group, unless the file says otherwise. */
+static void expect_certs_from_istiod(const char *text, bool want)
+{
+    struct app_config *cfg = load_ok(text);
+    assert_int_equal(app_cfg_certs_from_istiod(cfg), want);
+    app_config_free(cfg);
+}
+
+static void test_config_xds_cert_source(void **state)
+{
+#define XDS "xds = { address = \"127.0.0.1:15012\"; };\n"
+    (void)state;
+    expect_certs_from_istiod(BASE, false);
+    expect_certs_from_istiod(BASE "mesh = { trust_domain = \"td\"; };\n", false);
+    expect_certs_from_istiod(BASE "mesh = { trust_domain = \"td\"; };\n" XDS, true);
+    expect_certs_from_istiod(BASE "mesh = { certificates = { source = \"local_ca\"; }; };\n" XDS, false);
+    expect_certs_from_istiod(BASE "mesh = { certificates = { ca_cert = \"/c.pem\"; ca_key = \"/k.pem\"; }; };\n" XDS,
+                             false);
+    expect_certs_from_istiod(BASE "mesh = { certificates = { source = \"xds\"; ca_cert = \"/c.pem\"; "
+                                  "ca_key = \"/k.pem\"; }; };\n" XDS, true);
 #undef XDS
 }
 
@@ -247,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_config_xds_full),            cmocka_unit_test(test_config_xds_errors),
         cmocka_unit_test(test_config_xds_missing_address), cmocka_unit_test(test_config_xds_local_ca),
         cmocka_unit_test(test_config_xds_split_address),  cmocka_unit_test(test_config_xds_node_support),
+        cmocka_unit_test(test_config_xds_cert_source),
     };
     return cmocka_run_group_tests_name("config_xds", tests, NULL, NULL);
 }

@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* appliance/istiod.c - the xDS agent and the istiod certificate manager behind one poll interface (see istiod.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "appliance/cert_manager.h"
+#include "appliance/config_xds.h"
+#include "appliance/istiod.h"
+#include "appliance/log.h"
+#include "appliance/xds_agent.h"
+#include "mesh/xds_convert.h"
+#include "mgmt/prom.h"
+
+struct app_istiod {
+    const struct mesh_env *env;
+    char node_name[128];
+    struct app_xds_agent *agent;
+    struct app_cert_manager *certs;        /* NULL: the local CA signs */
+    const struct mesh_xds_state *pending; /* newest snapshot not taken (one reference) */
+    uint64_t applied;                      /* generation the backend built its mesh side from */
+};
+
+static void istiod_on_snapshot(void *u, const struct mesh_xds_state *snapshot)
+{
+    struct app_istiod *x = u;
+
+    mesh_xds_state_unref(x->pending);
+    x->pending = snapshot;
+    if (x->certs != NULL) {
+        if (app_cert_manager_sync(x->certs, snapshot->workloads, x->node_name) < 0)
+            APP_LOG_ERR("xds", "snapshot %llu: out of memory tracking workload identities",
+                        (unsigned long long)snapshot->generation);
+    } /* the requests start in app_istiod_process, outside the agent's upcall */
+}
+
+struct app_istiod *app_istiod_new(const struct mesh_env *env, const struct app_config *cfg, char *err,
+                                  size_t errlen)
+{
+    const struct app_xds_config *xc = app_cfg_xds(cfg);
+    struct app_istiod *x;
+    int rc = 0;
+
+    if (xc == NULL) {
+        snprintf(err, errlen, "no xds group in the config");
+        return NULL;
+    }
+    x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    x->env = env;
+    snprintf(x->node_name, sizeof(x->node_name), "%s", xc->node_name);
+    x->agent = app_xds_agent_new(env, xc, istiod_on_snapshot, x, &rc);
+    if (x->agent == NULL) {
+        snprintf(err, errlen, "cannot start the istiod client (%s)", strerror(-rc));
+        goto fail;
+    }
+    if (app_cfg_certs_from_istiod(cfg)) {
+        struct app_cert_ca ca;
+        app_xds_agent_ca_transport(x->agent, &ca);
+        x->certs = app_cert_manager_new(env, &ca, NULL, xc->cert_ttl_s, &rc);
+        if (x->certs == NULL) {
+            snprintf(err, errlen, "cannot start the certificate manager (%s)", strerror(-rc));
+            goto fail;
+        }
+    }
+    return x;
+fail:
+    app_istiod_free(x);
+    return NULL;
+}
+
+void app_istiod_free(struct app_istiod *x)
+{
+    if (x == NULL)
+        return;
+    /* the agent completes outstanding CA calls (CANCELLED) while the manager still exists */
+    app_xds_agent_free(x->agent);
+    app_cert_manager_free(x->certs);
+    mesh_xds_state_unref(x->pending);
+    free(x);
+}
+
+int app_istiod_fds(const struct app_istiod *x, struct pollfd *fds, unsigned max)
+{
+    return app_xds_agent_fds(x->agent, fds, max);
+}
+
+int app_istiod_timeout_ms(const struct app_istiod *x)
+{
+    int t = app_xds_agent_timeout_ms(x->agent);
+
+    if (x->certs != NULL) {
+        uint64_t due = app_cert_manager_next_deadline(x->certs), now = mesh_env_now(x->env);
+        if (due != APP_CERT_NO_DEADLINE) {
+            uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+            if (t < 0 || ms < (uint64_t)t)
+                t = ms > 60000 ? 60000 : (int)ms;
+        }
+    }
+    return t;
+}
+
+void app_istiod_process(struct app_istiod *x, const struct pollfd *fds, unsigned n)
+{
+    app_xds_agent_process(x->agent, fds, n);
+    if (x->certs != NULL)
+        app_cert_manager_tick(x->certs);
+}
+
+const struct mesh_xds_state *app_istiod_take_snapshot(struct app_istiod *x)
+{
+    const struct mesh_xds_state *s = x->pending;
+
+    x->pending = NULL;
+    return s;
+}
+
+void app_istiod_applied(struct app_istiod *x, uint64_t gen)
+{
+    x->applied = gen;
+}
+
+struct app_cert_manager *app_istiod_certs(const struct app_istiod *x)
+{
+    return x->certs;
+}
+
+bool app_istiod_ready(const struct app_istiod *x)
+{
+    return app_xds_agent_ready(x->agent);
+}
+
+const char *app_istiod_pending(const struct app_istiod *x)
+{
+    return app_xds_agent_pending(x->agent);
+}
+
+json_t *app_istiod_dump_json(const struct app_istiod *x)
+{
+    const struct app_xds_agent_status *st = app_xds_agent_status(x->agent);
+    json_t *types = json_object(), *root;
+
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
+        json_object_set_new(types, mesh_xds_type_url((enum mesh_xds_type)t),
+                            json_pack("{s:s, s:s}", "version", st->versions[t], "last_nack", st->last_nack[t]));
+    root = json_pack("{s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:o, s:s}", "connected", st->connected, "ready",
+                     st->ready, "last_error", st->last_error, "connects", (json_int_t)st->connects,
+                     "connect_failures", (json_int_t)st->connect_failures, "snapshot_published",
+                     (json_int_t)st->generation, "snapshot_applied", (json_int_t)x->applied, "types", types,
+                     "certificates_from", x->certs != NULL ? "istiod" : "local_ca");
+    if (x->certs != NULL) {
+        const struct app_cert_manager_stats *cs = app_cert_manager_stats(x->certs);
+        json_object_set_new(root, "ca",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)cs->requests, "issued",
+                                      (json_int_t)cs->issued, "failures", (json_int_t)cs->failures, "rotations",
+                                      (json_int_t)cs->rotations, "inflight", (json_int_t)cs->inflight));
+    }
+    return root;
+}
+
+void app_istiod_metrics_render(struct mgmt_prom *prom, const struct app_istiod *x)
+{
+    const struct mesh_xds_stats *st = app_xds_agent_xds_stats(x->agent);
+
+    mgmt_prom_family(prom, "istio_xds_connection_terminations_total", MGMT_PROM_COUNTER,
+                     "The total number of completed connections to xds server.");
+    for (int t = 0; t < MESH_XDS_TERM_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"reason", mesh_xds_term_label((enum mesh_xds_term)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->terminations[t]);
+    }
+    mgmt_prom_family(prom, "istio_xds_message_total", MGMT_PROM_COUNTER, "Total number of messages received.");
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->messages[t]);
+    }
+    mgmt_prom_family(prom, "istio_xds_message_bytes_total", MGMT_PROM_COUNTER, "Total number of bytes received.");
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->message_bytes[t]);
+    }
+}
