@@ -5,8 +5,10 @@
  *
  * Composition, in order: config -> mesh env (app_kloop_env_init) -> epoll loop (SO_MARK 0x539 on upstream sockets)
  * -> mesh proxy (when libmesh has one) -> listeners 15001 (REDIRECT), 15006 and 15008 (TPROXY) -> capture rules
- * (appliance/redirect.h) -> management socket served from the same loop -> run until SIGINT/SIGTERM or POST
- * /quitquitquit -> close listeners, free the proxy (every connection reset) -> remove the rules -> exit 0.
+ * (appliance/redirect.h) -> management socket served from the same loop -> with an xds group, the istiod link
+ * (appliance/istiod.h) on the same loop: each snapshot becomes the proxy's mesh side and the enrolled-pod set of the
+ * capture rules -> run until SIGINT/SIGTERM or POST /quitquitquit -> close listeners, free the proxy (every
+ * connection reset) -> remove the rules -> exit 0.
  *
  * Modes:
  *  - APP_KNODE_MESH: captured connections go to mesh_proxy_accept_{outbound,inbound_plain,inbound_hbone}.

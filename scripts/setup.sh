@@ -8,7 +8,7 @@ BUILD_PKGS="meson ninja-build pkg-config gcc libdpdk-dev dpdk libnghttp2-dev lib
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libconfig-dev libcmocka-dev \
   libjansson-dev libhttp-parser-dev libxdp-dev libbpf-dev"
 LAB_PKGS="iproute2 nftables iptables ethtool tcpdump iputils-ping curl openssl procps psmisc \
-  python3 python3-h2 python3-grpcio python3-protobuf nghttp2-proxy nghttp2-client socat \
+  python3 python3-h2 python3-grpcio python3-protobuf python3-cryptography nghttp2-proxy nghttp2-client socat \
   iperf3 wrk nginx-light xdp-tools stunnel4"
 
 missing=""
