@@ -21,10 +21,11 @@ lcore 1. This only prints: it never fails on a number. It exits 1 only if a lab 
 Then, unless --no-tcp, the TCP relay section: tests/bench/tcp_bench.py (a zwire forwarder against a
 Linux relay: one connection, 64 connections, connections/s, CPU time per GB).
 
-Finally, unless --no-mesh, the mesh section: tests/bench/mesh_bench.py (pod to pod across two nodes with no
+Then, unless --no-mesh, the mesh section: tests/bench/mesh_bench.py (pod to pod across two nodes with no
 mesh, through zwire's HBONE, through an stunnel mTLS pair, and through zwire --backend kernel; throughput,
 HTTP requests/s and latency, connections/s, memory per idle tunnel). It only prints, and does not change the
-exit status.
+exit status. Likewise, unless --no-xds-node, tests/bench/xds_node_bench.py: nodes following a control plane at
+1,000 and 10,000 workloads (push to in use, memory, requests/s while single-workload updates stream in).
 
 Usage: run.py --build BUILD_DIR [--runs 5] [--secs 3] [--kinds linux,zwire] [--no-tcp] [--no-mesh]
 """
@@ -123,6 +124,8 @@ def main():
     ap.add_argument("--kinds", default="linux,zwire")
     ap.add_argument("--no-tcp", action="store_true", help="skip the TCP relay section (tcp_bench.py)")
     ap.add_argument("--no-mesh", action="store_true", help="skip the mesh section (mesh_bench.py)")
+    ap.add_argument("--no-xds-node", action="store_true",
+                    help="skip the nodes-following-a-control-plane section (xds_node_bench.py)")
     ap.add_argument("--no-engines", action="store_true",
                     help="skip the engine section (authz_bench, xds_bench: no lab, CPU only)")
     args = ap.parse_args()
@@ -166,6 +169,8 @@ def main():
         failed |= tcp_section(args) != 0
     if not args.no_mesh:
         mesh_section(args)  # prints only; whatever happens there leaves the exit status to the parts above
+    if not args.no_xds_node:
+        xds_node_section(args)  # likewise
     if not args.no_engines:
         engines_section(args)  # likewise
     return 1 if failed else 0
@@ -190,6 +195,16 @@ def mesh_section(args):
     rc = run_bench_script("mesh_bench.py", args.build, 600)
     if rc != 0:
         print(f"  (mesh_bench.py exited {rc}; the numbers above are unaffected)")
+    return rc
+
+
+def xds_node_section(args):
+    """Nodes following a control plane at 1k / 10k workloads (tests/bench/xds_node_bench.py)."""
+    print("\n== xDS in the node: push to in use, memory, requests/s while updates stream (tests/bench/"
+          "xds_node_bench.py)", flush=True)
+    rc = run_bench_script("xds_node_bench.py", args.build, 900)
+    if rc != 0:
+        print(f"  (xds_node_bench.py exited {rc}; the numbers above are unaffected)")
     return rc
 
 
