@@ -164,8 +164,11 @@ int app_cert_manager_sync(struct app_cert_manager *cm, const struct mesh_workloa
         size_t idx;
         if (node_name != NULL && strcmp(w->node, node_name) != 0)
             continue;
-        if (cm_find(cm, &w->identity, &idx) == NULL) {
-            if ((rc = app_cert_manager_track(cm, &w->identity)) != 0)
+        struct mesh_spiffe_id id;
+        if (mesh_workload_identity(w, &id) != 0)
+            continue;
+        if (cm_find(cm, &id, &idx) == NULL) {
+            if ((rc = app_cert_manager_track(cm, &id)) != 0)
                 break;
             idx = cm->n_ids - 1;
         }

@@ -570,7 +570,8 @@ static json_t *knode_workloads_json(const struct knode *n)
         for (size_t k = 0; k < w->n_addresses; k++)
             if (mesh_addr_format(&w->addresses[k], false, ip, sizeof(ip)) >= 0)
                 json_array_append_new(addrs, json_string(ip));
-        if (mesh_spiffe_format(&w->identity, id, sizeof(id)) < 0)
+        struct mesh_spiffe_id sid;
+        if (mesh_workload_identity(w, &sid) != 0 || mesh_spiffe_format(&sid, id, sizeof(id)) < 0)
             id[0] = '\0';
         json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "uid", w->uid, "name", w->name,
                                              "namespace", w->namespace, "serviceAccount", w->service_account, "node",

@@ -56,14 +56,20 @@ static int mesh_node_issue(struct app_mesh_node *n, const struct mesh_workload *
     struct mesh_cert_bundle *b;
     int rc = 0;
 
+    struct mesh_spiffe_id id;
+
+    if (mesh_workload_identity(w, &id) != 0) {
+        snprintf(err, errlen, "workload %s/%s: not a SPIFFE identity", w->namespace, w->name);
+        return -EINVAL;
+    }
     for (size_t i = 0; i < n->n_certs; i++)
-        if (mesh_spiffe_eq(mesh_identity_bundle_id(n->certs[i]), &w->identity))
+        if (mesh_spiffe_eq(mesh_identity_bundle_id(n->certs[i]), &id))
             return 0; /* one certificate per identity, shared by its workloads */
     if (n->n_certs == MESH_NODE_MAX_CERTS) {
         snprintf(err, errlen, "more than %d local identities", MESH_NODE_MAX_CERTS);
         return -ENOSPC;
     }
-    b = mesh_local_ca_issue(n->ca, &w->identity, mesh_env_now(n->env), (uint64_t)m->cert_lifetime_s * 1000000000ull,
+    b = mesh_local_ca_issue(n->ca, &id, mesh_env_now(n->env), (uint64_t)m->cert_lifetime_s * 1000000000ull,
                             &rc);
     if (b == NULL) {
         snprintf(err, errlen, "cannot issue a certificate for workload %s/%s (%s)", w->namespace, w->name,
@@ -508,7 +514,9 @@ json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
             mesh_addr_format(&w->addresses[a], false, addr, sizeof(addr));
             json_array_append_new(addrs, json_string(addr));
         }
-        mesh_spiffe_format(&w->identity, id, sizeof(id));
+        struct mesh_spiffe_id sid;
+        if (mesh_workload_identity(w, &sid) != 0 || mesh_spiffe_format(&sid, id, sizeof(id)) < 0)
+            id[0] = '\0';
         json_array_append_new(wl, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "uid", w->uid, "name",
                                             w->name, "namespace", w->namespace, "serviceAccount", w->service_account,
                                             "workloadIps", addrs, "node", w->node, "protocol",

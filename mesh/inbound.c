@@ -98,7 +98,7 @@ static void inbound_on_request(void *u, struct mesh_hconn *h, int32_t sid, const
     pc->in = in;
     pc->sid = sid;
     /* dst_id stays what the TLS session proved; the workload record comes from the current snapshot */
-    pc->dst_id = in->local->identity;
+    (void)mesh_workload_identity(in->local, &pc->dst_id);
     pc->has_dst_id = true;
     pc->has_hbone = true;
     pc->hbone_addr = in->dst;
@@ -195,10 +195,12 @@ int proxy_inbound_accept(struct mesh_proxy *p, struct mesh_conn *c, const struct
         p->ops->abort(c);
         return -ENOENT;
     }
-    struct proxy_ctx_entry *ctx = proxy_ctx_get(p, &local->identity);
+    struct mesh_spiffe_id local_id;
+    (void)mesh_workload_identity(local, &local_id);
+    struct proxy_ctx_entry *ctx = proxy_ctx_get(p, &local_id);
     if (ctx == NULL) {
         MESH_LOG(p->env, MESH_LOG_WARNING, PROXY_MODULE, "no certificate for %s/%s: inbound HBONE refused",
-                 local->identity.ns, local->identity.sa);
+                 local_id.ns, local_id.sa);
         p->ops->abort(c);
         return -ENOKEY;
     }
@@ -250,7 +252,7 @@ void proxy_plain_start(struct proxy_conn *pc)
         proxy_conn_teardown(pc, MESH_ERR_UNROUTABLE);
         return;
     }
-    pc->dst_id = pc->dst_w->identity;
+    (void)mesh_workload_identity(pc->dst_w, &pc->dst_id);
     pc->has_dst_id = true;
     pc->target = pc->dst;
     proxy_conn_record_open(pc);

@@ -109,8 +109,8 @@ static void outbound_start_hbone(struct proxy_conn *pc)
         return;
     }
     memset(&key, 0, sizeof(key));
-    key.src_id = pc->src_w->identity;
-    key.expected[key.n_expected++] = pc->dst_w->identity;
+    (void)mesh_workload_identity(pc->src_w, &key.src_id);
+    (void)mesh_workload_identity(pc->dst_w, &key.expected[key.n_expected++]);
     if (pc->svc != NULL) {
         for (size_t i = 0; i < pc->svc->n_subject_alt_names && key.n_expected < MESH_POOL_MAX_EXPECTED; i++) {
             const char *san = pc->svc->subject_alt_names[i];
@@ -124,7 +124,7 @@ static void outbound_start_hbone(struct proxy_conn *pc)
     key.src_ip.port = 0;
     pc->src_id = key.src_id;
     pc->has_src_id = true;
-    pc->dst_id = pc->dst_w->identity;
+    pc->dst_id = key.expected[0];
     pc->has_dst_id = true;
     pc->has_hbone = true;
     pc->hbone_addr = key.dst;

@@ -257,9 +257,20 @@ static const char *ws_copy_workload(struct mesh_workloads *ws, struct mesh_workl
     d->services = svcs;
     if (d->capacity == 0)
         d->capacity = 1;
-    if (mesh_spiffe_from_parts(d->trust_domain, d->namespace, d->service_account, &d->identity) != 0)
+    struct mesh_spiffe_id id;
+    if (mesh_workload_identity(d, &id) != 0)
         return "workload identity (trust domain, namespace, service account) is not a valid SPIFFE ID";
     return NULL;
+}
+
+int mesh_workload_identity(const struct mesh_workload *w, struct mesh_spiffe_id *out)
+{
+    const char *td = w->trust_domain != NULL && w->trust_domain[0] != '\0' ? w->trust_domain
+                                                                          : MESH_SPIFFE_DEFAULT_TRUST_DOMAIN;
+    const char *sa = w->service_account != NULL && w->service_account[0] != '\0'
+                         ? w->service_account
+                         : MESH_SPIFFE_DEFAULT_SERVICE_ACCOUNT;
+    return mesh_spiffe_from_parts(td, w->namespace != NULL ? w->namespace : "", sa, out);
 }
 
 static const char *ws_copy_service(struct mesh_workloads *ws, struct mesh_service *d, const struct mesh_service *s)

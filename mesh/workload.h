@@ -103,9 +103,15 @@ struct mesh_workload {
     enum mesh_workload_status status;
     enum mesh_network_mode network_mode;
     uint32_t capacity; /* LB weight; 0 -> 1 */
-    /* Filled by the snapshot (ignored on input). */
-    struct mesh_spiffe_id identity;
 };
+
+/*
+ * The workload's SPIFFE identity from its trust domain, namespace and service account (empty parts take the
+ * defaults "cluster.local" and "default"), into out. Not stored: a struct mesh_spiffe_id is 768 bytes, and a mesh
+ * has tens of thousands of workloads. Returns 0 (always, for a workload of a snapshot: validated when it was built),
+ * or -EINVAL / -ENAMETOOLONG when a part has a '/' or is too long.
+ */
+int mesh_workload_identity(const struct mesh_workload *w, struct mesh_spiffe_id *out);
 
 /* istio.workload.Service. Same ownership rules as struct mesh_workload. */
 struct mesh_service {

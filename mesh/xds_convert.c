@@ -475,7 +475,12 @@ static const char *xc_workload(struct mesh_xds_convert *c, const char *name, con
     default:
         return xc_fail(c, "tunnel_protocol: unknown value %d", (int)w->tunnel_protocol);
     }
-    rc = mesh_spiffe_from_parts(w->trust_domain, w->namespace_, w->service_account, &m->identity);
+    {
+        const struct mesh_workload parts = {.trust_domain = w->trust_domain, .namespace = w->namespace_,
+                                            .service_account = w->service_account};
+        struct mesh_spiffe_id id;
+        rc = mesh_workload_identity(&parts, &id);
+    }
     if (rc != 0)
         return xc_fail(c, "trust_domain/namespace/service_account: not a SPIFFE identity (%s)",
                        rc == -ENAMETOOLONG ? "a segment is longer than 255 bytes" : "a segment contains '/'");

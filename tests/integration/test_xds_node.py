@@ -230,6 +230,10 @@ def ready_once_both_types_were_acked(lab, ctx):
         check("following istiod at 127.0.0.1:15012 (certificates from the Istio CA)" in log,
               f"{node}: no 'following istiod ... Istio CA' line in its log")
         check("istiod snapshot" in log, f"{node}: no snapshot applied (log):\n{log[-1500:]}")
+        code, metrics = lab.mgmt(node, "GET", "/metrics")
+        m = re.search(r'istio_xds_message_total\{url="type.googleapis.com/istio.workload.Address"\} (\d+)', metrics)
+        check(code == 200 and m and int(m.group(1)) >= 1,
+              f"{node}: /metrics has no istio_xds_message_total for Address: {metrics[-800:]}")
     start_hold(lab, ctx, "c")
     start_hold(lab, ctx, "d")
 

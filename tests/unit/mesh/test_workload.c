@@ -14,6 +14,14 @@
 #include "mesh/workload.h"
 #include "tests/fakes/fake_clock.h"
 
+/* The identity of a workload, by value (the snapshot does not store it). */
+static struct mesh_spiffe_id workload_id(const struct mesh_workload *w)
+{
+    struct mesh_spiffe_id id;
+    assert_int_equal(mesh_workload_identity(w, &id), 0);
+    return id;
+}
+
 static struct fake_env fe;
 
 static int setup(void **state)
@@ -110,7 +118,7 @@ static void test_workload_lookups(void **state)
     assert_string_equal(w->name, "web-2");
     assert_string_equal(w->service_account, "default");
     assert_string_equal(w->trust_domain, "cluster.local");
-    assert_string_equal(w->identity.sa, "default");
+    assert_string_equal(workload_id(w).sa, "default");
     assert_int_equal(w->capacity, 3);
     q = ip("10.1.0.1");
     w = mesh_workloads_find_by_ip(ws, &q);
@@ -119,9 +127,9 @@ static void test_workload_lookups(void **state)
     assert_string_equal(w->authorization_policies[0], "default/allow-web");
     q = ip("fd00::2:1");
     w = mesh_workloads_find_by_ip(ws, &q);
-    assert_string_equal(w->identity.td, "example.org");
-    assert_string_equal(w->identity.ns, "data");
-    assert_string_equal(w->identity.sa, "db");
+    assert_string_equal(workload_id(w).td, "example.org");
+    assert_string_equal(workload_id(w).ns, "data");
+    assert_string_equal(workload_id(w).sa, "db");
     q = ip("10.9.9.9");
     assert_null(mesh_workloads_find_by_ip(ws, &q));
     assert_non_null(mesh_workloads_find_by_uid(ws, "Kubernetes//Pod/data/db-0"));

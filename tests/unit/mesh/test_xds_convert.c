@@ -20,6 +20,14 @@
 #include "tests/fakes/fake_clock.h"
 #include "xds_convert_fixtures.h"
 
+/* The identity of a workload, by value (the snapshot does not store it). */
+static struct mesh_spiffe_id workload_id(const struct mesh_workload *w)
+{
+    struct mesh_spiffe_id id;
+    assert_int_equal(mesh_workload_identity(w, &id), 0);
+    return id;
+}
+
 #define FX(n) cfx_##n, cfx_##n##_len
 
 static struct fake_env fe;
@@ -112,8 +120,8 @@ static void test_xds_convert_workload_full(void **state)
     assert_int_equal(w->protocol, MESH_TUNNEL_HBONE);
     assert_string_equal(w->trust_domain, "td.example");
     assert_string_equal(w->service_account, "sa-a");
-    assert_string_equal(w->identity.td, "td.example");
-    assert_string_equal(w->identity.sa, "sa-a");
+    assert_string_equal(workload_id(w).td, "td.example");
+    assert_string_equal(workload_id(w).sa, "sa-a");
     assert_true(w->waypoint.set);
     assert_int_equal(w->waypoint.address.family, MESH_ADDR_V4);
     assert_int_equal(w->waypoint.address.ip.v4[3], 9);
@@ -157,9 +165,9 @@ static void test_xds_convert_workload_defaults(void **state)
     assert_non_null(w);
     assert_string_equal(w->trust_domain, "cluster.local");
     assert_string_equal(w->service_account, "default");
-    assert_string_equal(w->identity.td, "cluster.local");
-    assert_string_equal(w->identity.ns, "default");
-    assert_string_equal(w->identity.sa, "default");
+    assert_string_equal(workload_id(w).td, "cluster.local");
+    assert_string_equal(workload_id(w).ns, "default");
+    assert_string_equal(workload_id(w).sa, "default");
     assert_int_equal(w->capacity, 1);
     assert_string_equal(w->network, "");
     assert_int_equal(w->status, MESH_WORKLOAD_HEALTHY);
