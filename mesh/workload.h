@@ -4,13 +4,16 @@
  * istio.workload.Service (facts §3.5), in an immutable, indexed, reference-counted snapshot.
  *
  * Invariants:
- *  - A snapshot is built once by mesh_workloads_new from caller-described workloads and services, which it deep-copies;
- *    after that it never changes. Every pointer it hands out (workloads, services, strings, endpoint lists) lives as
- *    long as a reference to the snapshot is held.
+ *  - A snapshot is built once, then never changes: by mesh_workloads_new from caller-described workloads and services,
+ *    which it deep-copies, or by mesh_workloads_new_shared over the caller's immutable records, which it pins through
+ *    the caller's keeper until its last reference goes (so consecutive snapshots share every unchanged record and a
+ *    build costs one pointer and a few index slots per record). Every pointer it hands out (workloads, services,
+ *    strings, endpoint lists) lives as long as a reference to the snapshot is held.
  *  - The reference count is atomic, so ctrl may publish one snapshot to several lcores; the last unref frees it with
  *    the env it was built with (whose allocator must be usable from that thread).
  *  - xDS defaults are applied at build time: empty trust_domain -> "cluster.local", empty service_account ->
- *    "default", capacity 0 -> 1. Each workload carries its SPIFFE identity, precomputed.
+ *    "default", capacity 0 -> 1 (shared records must come with them applied). mesh_workload_identity derives a
+ *    workload's SPIFFE identity.
  *  - Indexes: workload by IP (each IP belongs to at most one workload; HOST_NETWORK workloads are not indexed),
  *    service by VIP (each VIP belongs to at most one service), service by "namespace/hostname" key, and each
  *    service's endpoints (workloads whose services map names the service), in workload order.
@@ -147,6 +150,42 @@ struct mesh_workloads;
  */
 struct mesh_workloads *mesh_workloads_new(const struct mesh_env *env, const struct mesh_workload *w, size_t n_w,
                                           const struct mesh_service *s, size_t n_s, const char **err);
+
+/*
+ * How snapshots keep shared records alive: hold(u, &ticket) when a snapshot takes the caller's records, and
+ * release(u, ticket) when its last reference goes (from whatever thread drops it). The caller frees a record it no
+ * longer lists only once every snapshot that may hold it was released (for example by generation: a record retired
+ * after the snapshot with ticket T was built may be freed once no ticket <= T is held).
+ */
+struct mesh_workloads_keeper {
+    void (*hold)(void *u, uint64_t *ticket);
+    void (*release)(void *u, uint64_t ticket);
+    void *u;
+};
+
+/*
+ * Build a snapshot over the caller's records without copying them. Each record (and what it points to) must stay
+ * unchanged while a snapshot holds it, be normalized as mesh_workloads_new would make it (strings non-NULL, defaults
+ * applied, addresses with port 0; arrays may be NULL when their count is 0), and follow the same rules (the same
+ * reasons are returned). keeper must outlive the snapshot. Returns the snapshot with one reference, or NULL with
+ * *err set (and nothing held).
+ */
+struct mesh_workloads *mesh_workloads_new_shared(const struct mesh_env *env, const struct mesh_workload *const *w,
+                                                 size_t n_w, const struct mesh_service *const *s, size_t n_s,
+                                                 const struct mesh_workloads_keeper *keeper, const char **err);
+
+/*
+ * The next snapshot after prev (built by new_shared or derive_shared) when only workloads changed: w, n_w is the
+ * whole new workload list; gone are prev's records not in it, added the records new to it (a changed workload is
+ * both). prev's services and keeper are kept. The cost follows the size of the change plus a copy of prev's index
+ * tables, not the number of records read. Returns the snapshot, or NULL with *err ("address claimed by two
+ * workloads", "duplicate workload uid", ...: the caller can fall back to a full build).
+ */
+struct mesh_workloads *mesh_workloads_derive_shared(const struct mesh_workloads *prev,
+                                                    const struct mesh_workload *const *w, size_t n_w,
+                                                    const struct mesh_workload *const *gone, size_t n_gone,
+                                                    const struct mesh_workload *const *added, size_t n_added,
+                                                    const char **err);
 
 /* Take / drop a reference (atomic). unref(NULL) is a no-op. */
 const struct mesh_workloads *mesh_workloads_ref(const struct mesh_workloads *ws);

@@ -3,12 +3,19 @@
  * mesh/xds_convert.c - xDS resources -> internal model (see xds_convert.h for the invariants).
  *
  * Storage: every accepted resource owns one arena (a list of env-allocated chunks) holding its xc_entry, its name,
- * aliases and every string and array its model points to. The models themselves (struct mesh_workload, mesh_service,
- * mesh_authz_policy) sit in dense arrays, one per kind, so a snapshot build hands them to mesh_workloads_new /
- * mesh_authz_set_new without touching the resources. Removal swaps the last element into the hole. Names and aliases
- * are found through open-addressing hash maps (linear probing, backward-shift deletion).
+ * aliases and every string and array its model points to. Workload and service records live in their entry and are
+ * shared with the snapshots (mesh_workloads_new_shared / derive_shared). A replaced or removed one is retired to the
+ * converter's pool, which frees it once every snapshot built before the retirement is gone (snapshots hold a ticket,
+ * the pool's epoch when they were built; the pool outlives the converter while snapshots do). Between two builds the
+ * converter lists the workloads added and the ones gone from the last snapshot, so that a build after a small
+ * change derives the next snapshot from the last one instead of indexing everything again. Dense arrays, one per kind,
+ * list what the next snapshot is built from: pointers to those records, and the policy models themselves (struct
+ * mesh_authz_policy, compiled into a set of their own by mesh_authz_set_new). Removal swaps the last element into
+ * the hole. Names and aliases are found through open-addressing hash maps (linear probing, backward-shift
+ * deletion). stats.bytes counts what the converter holds, not what snapshots still pin.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,12 +43,19 @@ struct xc_chunk {
 
 struct xc_entry {
     struct xc_chunk *mem; /* the arena holding this entry and everything its model points to */
+    bool in_snapshot;     /* XC_WORKLOAD: part of the last snapshot built */
+    struct xc_entry *retired_next; /* in the pool once retired */
+    uint64_t retired_epoch;        /* pool epoch at retirement: snapshots with a ticket <= it may hold the record */
     const char *name;
     const char *const *aliases;
     size_t n_aliases;
     uint64_t seq; /* apply order, newest wins address conflicts */
     uint32_t slot;
     uint8_t kind;
+    union {
+        struct mesh_workload w;
+        struct mesh_service s;
+    } rec; /* XC_WORKLOAD / XC_SERVICE: the record snapshots share */
 };
 
 struct xc_map_slot {
@@ -57,7 +71,7 @@ struct xc_map {
 };
 
 struct xc_dense {
-    void *model; /* struct mesh_workload / mesh_service / mesh_authz_policy [cap] */
+    void *model; /* const void *[cap] pointing at entries' rec (workloads, services); mesh_authz_policy [cap] */
     struct xc_entry **entries;
     size_t n, cap, elem;
 };
@@ -67,8 +81,32 @@ struct mesh_xds_authz_holder {
     struct mesh_authz_set *set;
 };
 
+/* Retired records wait here (a list through their entries) until no snapshot that may hold them is alive. Any
+ * thread (snapshots are released where their last reference goes); a mutex guards it. */
+struct xc_pool {
+    pthread_mutex_t lock;
+    const struct mesh_env *env;
+    struct mesh_workloads_keeper keeper; /* u = the pool */
+    long refs;                           /* the converter's + one per live ticket */
+    uint64_t epoch;                      /* the last ticket handed out */
+    uint64_t *live;                      /* tickets held */
+    size_t unlisted;                     /* tickets held that could not be listed (out of memory) */
+    size_t n_live, cap_live;
+    struct xc_entry *retired;
+};
+
+/* The workload records added to / gone from the dense list since the last snapshot built. */
+struct xc_changes {
+    const struct mesh_workload **v;
+    size_t n, cap;
+};
+
 struct mesh_xds_convert {
     const struct mesh_env *env;
+    struct xc_pool *pool;
+    struct xc_changes added, gone;
+    bool services_changed; /* a service was added, replaced or removed: the next build indexes everything */
+    bool changes_lost;     /* out of memory while listing a change: likewise */
     mesh_xds_publish_fn publish;
     void *u;
     ProtobufCAllocator pa;
@@ -118,13 +156,174 @@ static void *xc_alloc(struct mesh_xds_convert *c, size_t n)
     return p;
 }
 
-static void xc_arena_free(struct mesh_xds_convert *c, struct xc_chunk *ch)
+static void xc_chunks_free(const struct mesh_env *env, struct xc_chunk *ch)
 {
     while (ch != NULL) {
         struct xc_chunk *next = ch->next;
-        c->stats.bytes -= sizeof(*ch) + ch->cap;
-        mesh_env_free(c->env, ch);
+        mesh_env_free(env, ch);
         ch = next;
+    }
+}
+
+static void xc_arena_uncount(struct mesh_xds_convert *c, const struct xc_chunk *ch)
+{
+    for (; ch != NULL; ch = ch->next)
+        c->stats.bytes -= sizeof(*ch) + ch->cap;
+}
+
+/* An arena no snapshot has seen (a failed conversion): free it now. */
+static void xc_arena_free(struct mesh_xds_convert *c, struct xc_chunk *ch)
+{
+    xc_arena_uncount(c, ch);
+    xc_chunks_free(c->env, ch);
+}
+
+static struct xc_entry *xc_entry_of(const void *record)
+{
+    return (struct xc_entry *)(uintptr_t)((const char *)record - offsetof(struct xc_entry, rec));
+}
+
+/* ---- the pool of retired records ---- */
+
+/* Free what no live ticket can hold any more; lock held. */
+static void xc_pool_collect(struct xc_pool *p)
+{
+    uint64_t oldest = UINT64_MAX;
+    struct xc_entry **pe = &p->retired;
+
+    if (p->unlisted > 0)
+        return;
+    for (size_t i = 0; i < p->n_live; i++)
+        if (p->live[i] < oldest)
+            oldest = p->live[i];
+    while (*pe != NULL) {
+        struct xc_entry *e = *pe;
+        if (e->retired_epoch < oldest) {
+            *pe = e->retired_next;
+            xc_chunks_free(p->env, e->mem); /* e lives in it */
+        } else {
+            pe = &e->retired_next;
+        }
+    }
+}
+
+static bool xc_grow(const struct mesh_env *env, void **v, size_t *cap, size_t n, size_t elem)
+{
+    size_t ncap;
+    void *nv;
+
+    if (n < *cap)
+        return true;
+    ncap = *cap == 0 ? 16 : *cap * 2;
+    nv = mesh_env_realloc(env, *v, ncap * elem);
+    if (nv == NULL)
+        return false;
+    *v = nv;
+    *cap = ncap;
+    return true;
+}
+
+static void xc_pool_destroy(struct xc_pool *p)
+{
+    while (p->retired != NULL) {
+        struct xc_entry *e = p->retired;
+        p->retired = e->retired_next;
+        xc_chunks_free(p->env, e->mem);
+    }
+    mesh_env_free(p->env, p->live);
+    pthread_mutex_destroy(&p->lock);
+    mesh_env_free(p->env, p);
+}
+
+/* Drop a reference; the last one frees the pool. Lock not held. */
+static void xc_pool_put(struct xc_pool *p)
+{
+    bool last;
+
+    pthread_mutex_lock(&p->lock);
+    last = --p->refs == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (last)
+        xc_pool_destroy(p);
+}
+
+static void xc_pool_hold(void *u, uint64_t *ticket)
+{
+    struct xc_pool *p = u;
+
+    pthread_mutex_lock(&p->lock);
+    *ticket = ++p->epoch;
+    if (xc_grow(p->env, (void **)&p->live, &p->cap_live, p->n_live, sizeof(*p->live)))
+        p->live[p->n_live++] = *ticket;
+    else
+        p->unlisted++; /* while one is out, nothing retired is freed */
+    p->refs++;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void xc_pool_release(void *u, uint64_t ticket)
+{
+    struct xc_pool *p = u;
+    bool listed = false;
+
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->n_live && !listed; i++) {
+        if (p->live[i] == ticket) {
+            p->live[i] = p->live[--p->n_live];
+            listed = true;
+        }
+    }
+    if (!listed && p->unlisted > 0)
+        p->unlisted--;
+    xc_pool_collect(p);
+    pthread_mutex_unlock(&p->lock);
+    xc_pool_put(p);
+}
+
+/* The converter lets go of a record: freed now if no snapshot can hold it, later otherwise. */
+static void xc_pool_retire(struct xc_pool *p, struct xc_entry *e)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->n_live == 0 && p->unlisted == 0) {
+        xc_chunks_free(p->env, e->mem); /* no snapshot holds any record */
+    } else {
+        e->retired_epoch = p->epoch;
+        e->retired_next = p->retired;
+        p->retired = e;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static struct xc_pool *xc_pool_new(const struct mesh_env *env)
+{
+    struct xc_pool *p = mesh_env_calloc(env, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    p->env = env;
+    p->refs = 1;
+    p->keeper = (struct mesh_workloads_keeper){xc_pool_hold, xc_pool_release, p};
+    return p;
+}
+
+/* ---- change lists ---- */
+
+static void xc_changes_push(struct mesh_xds_convert *c, struct xc_changes *l, const struct mesh_workload *w)
+{
+    if (xc_grow(c->env, (void **)&l->v, &l->cap, l->n, sizeof(*l->v)))
+        l->v[l->n++] = w;
+    else
+        c->changes_lost = true;
+}
+
+static void xc_changes_remove(struct xc_changes *l, const struct mesh_workload *w)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i] == w) {
+            l->v[i] = l->v[--l->n];
+            return;
+        }
     }
 }
 
@@ -282,6 +481,12 @@ static void *xc_dense_at(struct xc_dense *d, size_t i)
     return (unsigned char *)d->model + i * d->elem;
 }
 
+/* The record or model at i: workloads and services are held by pointer, policies in place. */
+static const void *xc_model_at(struct xc_dense *d, uint8_t kind, size_t i)
+{
+    return kind == XC_POLICY ? xc_dense_at(d, i) : ((const void *const *)d->model)[i];
+}
+
 static int xc_dense_reserve(struct mesh_xds_convert *c, struct xc_dense *d)
 {
     size_t ncap;
@@ -329,7 +534,18 @@ static void xc_drop(struct mesh_xds_convert *c, struct xc_entry *e)
     }
     d->n--;
     xc_mark_dirty(c, e->kind);
-    xc_arena_free(c, e->mem);
+    if (e->kind == XC_POLICY) {
+        xc_arena_free(c, e->mem); /* policies are compiled into their set: no snapshot points at them */
+        return;
+    }
+    if (e->kind == XC_SERVICE)
+        c->services_changed = true;
+    else if (e->in_snapshot)
+        xc_changes_push(c, &c->gone, &e->rec.w);
+    else
+        xc_changes_remove(&c->added, &e->rec.w);
+    xc_arena_uncount(c, e->mem);
+    xc_pool_retire(c->pool, e);
 }
 
 /* ====================================================================================================== */
@@ -904,7 +1120,17 @@ static const char *xc_commit(struct mesh_xds_convert *c, enum mesh_xds_type t, s
     e->kind = kind;
     e->slot = (uint32_t)d->n;
     e->seq = ++c->seq;
-    memcpy(xc_dense_at(d, d->n), model, d->elem);
+    if (kind == XC_POLICY) {
+        memcpy(xc_dense_at(d, d->n), model, d->elem);
+    } else {
+        const void *rec = &e->rec;
+        memcpy(&e->rec, model, kind == XC_WORKLOAD ? sizeof(e->rec.w) : sizeof(e->rec.s));
+        memcpy(xc_dense_at(d, d->n), &rec, sizeof(rec));
+        if (kind == XC_WORKLOAD)
+            xc_changes_push(c, &c->added, &e->rec.w);
+        else
+            c->services_changed = true;
+    }
     d->entries[d->n++] = e;
     for (size_t i = 0; i < e->n_aliases; i++)
         (void)xc_map_put(c, &c->aliases, e->aliases[i], e); /* best effort: a missing alias only slows removal */
@@ -1072,11 +1298,11 @@ static long xc_resolve(struct mesh_xds_convert *c, uint8_t kind, struct mesh_add
 
     for (size_t i = 0; i < d->n; i++) {
         if (kind == XC_WORKLOAD) {
-            const struct mesh_workload *w = xc_dense_at(d, i);
+            const struct mesh_workload *w = xc_model_at(d, kind, i);
             if (w->network_mode != MESH_NETWORK_HOST)
                 n += w->n_addresses;
         } else {
-            n += ((const struct mesh_service *)xc_dense_at(d, i))->n_addresses;
+            n += ((const struct mesh_service *)xc_model_at(d, kind, i))->n_addresses;
         }
     }
     cl = mesh_env_alloc(c->env, (n + 1) * sizeof(*cl));
@@ -1086,13 +1312,13 @@ static long xc_resolve(struct mesh_xds_convert *c, uint8_t kind, struct mesh_add
         const struct mesh_addr *a;
         size_t na;
         if (kind == XC_WORKLOAD) {
-            const struct mesh_workload *w = xc_dense_at(d, i);
+            const struct mesh_workload *w = xc_model_at(d, kind, i);
             if (w->network_mode == MESH_NETWORK_HOST)
                 continue;
             a = w->addresses;
             na = w->n_addresses;
         } else {
-            const struct mesh_service *s = xc_dense_at(d, i);
+            const struct mesh_service *s = xc_model_at(d, kind, i);
             a = s->addresses;
             na = s->n_addresses;
         }
@@ -1107,11 +1333,11 @@ static long xc_resolve(struct mesh_xds_convert *c, uint8_t kind, struct mesh_add
             uint32_t it = cl[i].item;
 
             if (kind == XC_WORKLOAD) {
-                const struct mesh_workload *w = xc_dense_at(d, it);
+                const struct mesh_workload *w = xc_model_at(d, kind, it);
                 src = w->addresses;
                 na = w->n_addresses;
             } else {
-                const struct mesh_service *s = xc_dense_at(d, it);
+                const struct mesh_service *s = xc_model_at(d, kind, it);
                 src = s->addresses;
                 na = s->n_addresses;
             }
@@ -1154,7 +1380,15 @@ static const struct mesh_workloads *xc_build_workloads(struct mesh_xds_convert *
     long lw, ls;
 
     c->stats.address_conflicts = 0;
-    ws = mesh_workloads_new(c->env, dw->model, dw->n, ds->model, ds->n, &why);
+    if (c->current != NULL && !c->services_changed && !c->changes_lost) {
+        ws = mesh_workloads_derive_shared(c->current->workloads, dw->model, dw->n, c->gone.v, c->gone.n, c->added.v,
+                                          c->added.n, &why);
+        if (ws != NULL) {
+            c->stats.derived++;
+            return ws;
+        }
+    }
+    ws = mesh_workloads_new_shared(c->env, dw->model, dw->n, ds->model, ds->n, &c->pool->keeper, &why);
     if (ws != NULL)
         return ws;
     if (why != NULL && strcmp(why, "out of memory") == 0)
@@ -1173,10 +1407,10 @@ static const struct mesh_workloads *xc_build_workloads(struct mesh_xds_convert *
     if (lw < 0 || ls < 0)
         goto out;
     c->stats.address_conflicts = (uint64_t)(lw + ls);
-    if (dw->n != 0)
-        memcpy(wcopy, dw->model, dw->n * sizeof(*wcopy));
-    if (ds->n != 0)
-        memcpy(scopy, ds->model, ds->n * sizeof(*scopy));
+    for (size_t i = 0; i < dw->n; i++)
+        wcopy[i] = *(const struct mesh_workload *)xc_model_at(dw, XC_WORKLOAD, i);
+    for (size_t i = 0; i < ds->n; i++)
+        scopy[i] = *(const struct mesh_service *)xc_model_at(ds, XC_SERVICE, i);
     for (size_t i = 0; i < dw->n; i++)
         if (wa[i] != NULL) {
             wcopy[i].addresses = wa[i];
@@ -1220,10 +1454,17 @@ int mesh_xds_convert_batch_done(struct mesh_xds_convert *c, enum mesh_xds_type t
         goto nomem;
     atomic_init(&s->refs, 1);
     s->env = c->env;
-    if (prev == NULL || c->dirty_workloads)
+    if (prev == NULL || c->dirty_workloads) {
         s->workloads = xc_build_workloads(c);
-    else
+        if (s->workloads != NULL) { /* what the next build derives from */
+            for (size_t i = 0; i < c->added.n; i++)
+                xc_entry_of(c->added.v[i])->in_snapshot = true;
+            c->added.n = c->gone.n = 0;
+            c->services_changed = c->changes_lost = false;
+        }
+    } else {
         s->workloads = mesh_workloads_ref(prev->workloads);
+    }
     if (s->workloads == NULL)
         goto nomem_s;
     if (prev == NULL || c->dirty_authz) {
@@ -1301,8 +1542,14 @@ struct mesh_xds_convert *mesh_xds_convert_new(const struct mesh_env *env, mesh_x
     c->publish = publish;
     c->u = u;
     mesh_xds_pb_allocator(env, &c->pa);
-    c->dense[XC_WORKLOAD].elem = sizeof(struct mesh_workload);
-    c->dense[XC_SERVICE].elem = sizeof(struct mesh_service);
+    c->pool = xc_pool_new(env);
+    if (c->pool == NULL) {
+        mesh_env_free(env, c);
+        *err = MESH_ERR_NOMEM;
+        return NULL;
+    }
+    c->dense[XC_WORKLOAD].elem = sizeof(const void *);
+    c->dense[XC_SERVICE].elem = sizeof(const void *);
     c->dense[XC_POLICY].elem = sizeof(struct mesh_authz_policy);
     return c;
 }
@@ -1313,8 +1560,13 @@ void mesh_xds_convert_free(struct mesh_xds_convert *c)
         return;
     for (int k = 0; k < XC_KIND_COUNT; k++) {
         struct xc_dense *d = &c->dense[k];
-        for (size_t i = 0; i < d->n; i++)
-            xc_arena_free(c, d->entries[i]->mem);
+        for (size_t i = 0; i < d->n; i++) {
+            xc_arena_uncount(c, d->entries[i]->mem);
+            if (k == XC_POLICY)
+                xc_chunks_free(c->env, d->entries[i]->mem);
+            else
+                xc_pool_retire(c->pool, d->entries[i]); /* snapshots may still hold the records */
+        }
         mesh_env_free(c->env, d->model);
         mesh_env_free(c->env, d->entries);
     }
@@ -1322,6 +1574,9 @@ void mesh_xds_convert_free(struct mesh_xds_convert *c)
         xc_map_fini(c, &c->names[t]);
     xc_map_fini(c, &c->aliases);
     mesh_xds_state_unref(c->current);
+    mesh_env_free(c->env, c->added.v);
+    mesh_env_free(c->env, c->gone.v);
+    xc_pool_put(c->pool); /* the last snapshot released frees it */
     mesh_env_free(c->env, c);
 }
 

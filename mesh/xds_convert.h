@@ -78,6 +78,7 @@ struct mesh_xds_convert_stats {
     uint64_t build_failures;   /* out of memory while building: the previous snapshot stays current */
     uint64_t address_conflicts; /* IPs / VIPs given to the newest of several claimants in the last build */
     uint64_t last_build_ns;     /* env clock time spent in the last on_batch_done that built something */
+    uint64_t derived;           /* workload snapshots derived from the previous one (only workloads changed) */
     size_t workloads, services, policies; /* held now */
     size_t bytes;                         /* bytes held by the converted resources and the indexes */
 };

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -308,6 +309,187 @@ static void test_addr_format(void **state)
     assert_int_equal(mesh_addr_parse_ip("10.0.0", &a), -EINVAL);
 }
 
+/* ---- shared snapshots: derive_shared must index exactly what a full build of the same records does ---- */
+
+#define DRV_RECORDS 64 /* record slots; a slot is reused after its record is gone from every snapshot */
+#define DRV_IPS 40     /* addresses drawn from a small pool, so that conflicts happen */
+#define DRV_STEPS 400
+
+struct drv_keeper {
+    long held;
+    uint64_t next;
+};
+
+static void drv_hold(void *u, uint64_t *ticket)
+{
+    struct drv_keeper *k = u;
+    k->held++;
+    *ticket = ++k->next;
+}
+
+static void drv_release(void *u, uint64_t ticket)
+{
+    struct drv_keeper *k = u;
+    (void)ticket;
+    k->held--;
+}
+
+static uint32_t drv_rand(uint32_t *st)
+{
+    *st = *st * 1103515245u + 12345u;
+    return *st >> 8;
+}
+
+static const struct mesh_service DRV_S[3] = {
+    {.name = "s0", .namespace = "ns", .hostname = "s0.ns.svc.cluster.local", .ports = NULL},
+    {.name = "s1", .namespace = "ns", .hostname = "s1.ns.svc.cluster.local", .ports = NULL},
+    {.name = "s2", .namespace = "other", .hostname = "s2.other.svc.cluster.local", .ports = NULL},
+};
+static const struct mesh_workload_service DRV_REFS[4] = {
+    {"ns/s0.ns.svc.cluster.local", NULL, 0},
+    {"ns/s1.ns.svc.cluster.local", NULL, 0},
+    {"other/s2.other.svc.cluster.local", NULL, 0},
+    {"ns/later.ns.svc.cluster.local", NULL, 0}, /* a service that never arrives */
+};
+
+struct drv_rec {
+    struct mesh_workload w;
+    struct mesh_addr addr[2];
+    char uid[32];
+};
+
+/* Every lookup of a and b agrees: uid, every pooled IP, and each service's endpoints as a multiset. */
+static void drv_same(const struct mesh_workloads *a, const struct mesh_workloads *b, struct drv_rec *recs)
+{
+    assert_int_equal(mesh_workloads_count(a), mesh_workloads_count(b));
+    for (size_t i = 0; i < mesh_workloads_count(a); i++) {
+        const struct mesh_workload *w = mesh_workloads_at(a, i);
+        assert_ptr_equal(mesh_workloads_find_by_uid(b, w->uid), w);
+        assert_ptr_equal(mesh_workloads_find_by_uid(a, w->uid), w);
+    }
+    for (int i = 0; i < DRV_IPS; i++) {
+        struct mesh_addr q = {.family = MESH_ADDR_V4};
+        q.ip.v4[0] = 10, q.ip.v4[3] = (uint8_t)(i + 1);
+        assert_ptr_equal(mesh_workloads_find_by_ip(a, &q), mesh_workloads_find_by_ip(b, &q));
+    }
+    for (size_t k = 0; k < mesh_workloads_service_count(a); k++) {
+        const struct mesh_service *sv = mesh_workloads_service_at(a, k);
+        const struct mesh_endpoint *ea, *eb;
+        size_t na = mesh_workloads_endpoints(a, sv, &ea), nb = mesh_workloads_endpoints(b, sv, &eb);
+        assert_int_equal(na, nb);
+        for (size_t i = 0; i < na; i++) {
+            size_t in_a = 0, in_b = 0;
+            for (size_t j = 0; j < na; j++) {
+                in_a += ea[j].workload == ea[i].workload;
+                in_b += eb[j].workload == ea[i].workload;
+            }
+            assert_int_equal(in_a, in_b);
+        }
+    }
+    (void)recs;
+}
+
+static void test_workload_derive_matches_full_build(void **state)
+{
+    static struct drv_rec recs[DRV_RECORDS];
+    const struct mesh_workload *list[DRV_RECORDS] = {0}, *gone[DRV_RECORDS] = {0}, *added[DRV_RECORDS] = {0};
+    const struct mesh_service *svcs[3] = {&DRV_S[0], &DRV_S[1], &DRV_S[2]};
+    bool in_list[DRV_RECORDS] = {0}, held_by_prev[DRV_RECORDS] = {0};
+    struct drv_keeper kept = {0};
+    const struct mesh_workloads_keeper keeper = {drv_hold, drv_release, &kept};
+    const struct mesh_workloads *prev;
+    uint32_t st = 12345;
+    size_t n = 0, derived = 0, refused = 0;
+    const char *err = NULL;
+    (void)state;
+
+    prev = mesh_workloads_new_shared(&fe.env, list, 0, svcs, 3, &keeper, &err);
+    assert_non_null(prev);
+    for (int step = 0; step < DRV_STEPS; step++) {
+        size_t n_gone = 0, n_added = 0, changes = 1 + drv_rand(&st) % 3;
+        for (size_t c = 0; c < changes; c++) {
+            uint32_t op = drv_rand(&st) % 3;
+            if (op != 0 && n > 0) { /* remove (op 1) or replace (op 2) a listed record */
+                size_t at = drv_rand(&st) % n;
+                const struct mesh_workload *w = list[at];
+                size_t slot = (size_t)((const struct drv_rec *)(const void *)w - recs);
+                bool was_added = false;
+                for (size_t i = 0; i < n_added; i++)
+                    if (added[i] == w) {
+                        added[i] = added[--n_added];
+                        was_added = true;
+                    }
+                if (!was_added)
+                    gone[n_gone++] = w;
+                list[at] = list[--n];
+                in_list[slot] = false;
+                if (op == 1)
+                    continue;
+            }
+            /* add a record in a free slot (one neither listed nor held by prev) */
+            size_t slot = DRV_RECORDS;
+            for (size_t i = 0; i < DRV_RECORDS && slot == DRV_RECORDS; i++)
+                if (!in_list[i] && !held_by_prev[i])
+                    slot = i;
+            if (slot == DRV_RECORDS)
+                continue;
+            struct drv_rec *r = &recs[slot];
+            memset(r, 0, sizeof(*r));
+            snprintf(r->uid, sizeof(r->uid), "uid-%u", (unsigned)(drv_rand(&st) % 100));
+            r->w = (struct mesh_workload){.uid = r->uid, .name = "w", .namespace = "ns", .service_account = "sa",
+                                          .trust_domain = "cluster.local", .network = "", .node = "",
+                                          .canonical_name = "", .canonical_revision = "", .workload_name = "",
+                                          .cluster_id = "", .capacity = 1, .protocol = MESH_TUNNEL_HBONE};
+            r->w.n_addresses = 1 + drv_rand(&st) % 2;
+            for (size_t a = 0; a < r->w.n_addresses; a++) {
+                r->addr[a].family = MESH_ADDR_V4;
+                r->addr[a].ip.v4[0] = 10;
+                r->addr[a].ip.v4[3] = (uint8_t)(1 + drv_rand(&st) % DRV_IPS);
+            }
+            if (r->w.n_addresses == 2 && mesh_addr_ip_eq(&r->addr[0], &r->addr[1]))
+                r->w.n_addresses = 1;
+            r->w.addresses = r->addr;
+            r->w.network_mode = drv_rand(&st) % 10 == 0 ? MESH_NETWORK_HOST : MESH_NETWORK_STANDARD;
+            r->w.services = &DRV_REFS[drv_rand(&st) % 3];
+            r->w.n_services = 1 + drv_rand(&st) % 2;
+            list[n++] = &r->w;
+            in_list[slot] = true;
+            added[n_added++] = &r->w;
+        }
+        const char *why_full = NULL, *why_derived = NULL;
+        struct mesh_workloads *full = mesh_workloads_new_shared(&fe.env, list, n, svcs, 3, &keeper, &why_full);
+        struct mesh_workloads *next = mesh_workloads_derive_shared(prev, list, n, gone, n_gone, added, n_added,
+                                                                   &why_derived);
+        if (full == NULL) { /* a conflict: derive refuses the same list; undo this step */
+            assert_null(next);
+            assert_non_null(why_derived);
+            refused++;
+            for (size_t i = 0; i < n_added; i++)
+                in_list[(const struct drv_rec *)(const void *)added[i] - recs] = false;
+            n = 0;
+            for (size_t i = 0; i < mesh_workloads_count(prev); i++) {
+                const struct mesh_workload *w = mesh_workloads_at(prev, i);
+                list[n++] = w;
+                in_list[(const struct drv_rec *)(const void *)w - recs] = true;
+            }
+            continue;
+        }
+        assert_non_null(next);
+        drv_same(next, full, recs);
+        derived++;
+        mesh_workloads_unref(full);
+        mesh_workloads_unref(prev);
+        prev = next;
+        memset(held_by_prev, 0, sizeof(held_by_prev));
+        for (size_t i = 0; i < mesh_workloads_count(prev); i++)
+            held_by_prev[(const struct drv_rec *)(const void *)mesh_workloads_at(prev, i) - recs] = true;
+    }
+    mesh_workloads_unref(prev);
+    assert_int_equal(kept.held, 0);
+    assert_true(derived > DRV_STEPS / 2);
+    assert_true(refused > 0); /* the pool is small enough that conflicts were exercised */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +500,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_workload_alloc_failure_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_workload_derive_matches_full_build, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
