@@ -416,6 +416,16 @@ def removed_workload_stops_being_reachable(lab, ctx):
         check(gone, f"{node}: d is still in /config_dump after its removal")
     rc, code, _ = curl(lab, "a", VIP, VIP_PORT, max_time=4)
     check(rc != 0 or code != "200", f"svc-d still answers at {VIP}:{VIP_PORT} after its only workload was removed")
+    # d's pod still exists in the lab: its IP is now an address outside the mesh, reached (if at all) as plain
+    # passthrough, as for any unknown destination; it must not be tunnelled to d's old identity any more
+    inbound_to_d = len([ln for ln in access_lines(lab, "node2") if " inbound " in ln and "dst.workload=d " in ln])
+    curl(lab, "a", PODS["d"][1], max_time=4)
+    time.sleep(0.5)
+    after = len([ln for ln in access_lines(lab, "node2") if " inbound " in ln and "dst.workload=d " in ln])
+    check(after == inbound_to_d, "a -> d still arrives at node2 over HBONE for workload d after its removal")
+    out = [ln for ln in access_lines(lab, "node1") if " outbound " in ln and f"dst.addr={PODS['d'][1]}:{PORT}" in ln]
+    check(out and f"dst.identity={spiffe('d')}" not in out[-1],
+          f"node1 still sends a -> d to d's identity after the removal: {out[-1:]}")
     rc, code, _ = curl(lab, "a", PODS["c"][1], max_time=4)
     check(rc != 0 or code != "200", "a -> c allowed again after the resync (the DENY was lost)")
 
