@@ -772,7 +772,7 @@ static void knode_install_mesh(struct knode *n, struct app_mesh_node *mesh)
     n->mesh = mesh;
     app_mesh_node_free(old);
     if (n->rules_installed && n->rcfg.only_enrolled) { /* capture exactly the pods the new mesh side enrolls */
-        static uint32_t addrs[APP_REDIRECT_MAX_ENROLLED];
+        uint32_t addrs[APP_REDIRECT_MAX_ENROLLED];
         char err[512];
         size_t k = app_mesh_node_local_addresses(mesh, addrs, APP_REDIRECT_MAX_ENROLLED);
         if (app_redirect_set_enrolled(&n->rcfg, addrs, (int)k, err, sizeof(err)) < 0)

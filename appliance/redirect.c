@@ -192,7 +192,9 @@ int app_redirect_render(const struct app_redirect_config *cfg, char *buf, size_t
 
     redirect_put(&o, "    chain mangle_pre {\n        type filter hook prerouting priority mangle; policy accept;\n");
     redirect_put(&o, "        meta mark & 0x%x == 0x%x return\n", mask, mm);
-    redirect_put(&o, "        meta l4proto tcp socket transparent 1 meta mark set 0x%x accept\n", cm);
+    /* established transparent sockets only: a wildcard listener (our 0.0.0.0:15008) must not claim flows that merely
+     * cross this node towards another node's pods */
+    redirect_put(&o, "        meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set 0x%x accept\n", cm);
     redirect_put(&o, "        fib daddr type local return\n");
     redirect_put(&o, "        iifname ");
     redirect_put_ifset(&o, cfg);

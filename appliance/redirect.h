@@ -16,7 +16,8 @@
  *                                                 veths, which may have no address for "redirect" to use)
  *     chain mangle_pre  (filter, prerouting, mangle) inbound capture
  *        mark & 0xfff == 0x539                 -> return
- *        tcp with a transparent socket         -> mark 0x111, accept  (replies to zwire's spoofed-source dials and
+ *        tcp with an established transparent socket (not a wildcard listener: flows crossing the node to another
+ *        node's pods stay routed)              -> mark 0x111, accept  (replies to zwire's spoofed-source dials and
  *                                                                      the rest of TPROXYed flows go to the socket)
  *        fib daddr type local                  -> return
  *        iifname a pod interface, or from @pod_cidrs -> return   (pod egress is nat_pre's)

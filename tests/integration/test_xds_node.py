@@ -9,7 +9,8 @@ share one PKI, so both nodes' workload certificates chain to the same root; the 
 
   pods: a 10.21.1.10 (default/sa-a), b 10.21.1.11 (other/sa-b) on node1; c 10.21.2.10 (default/sa-c),
         d 10.21.2.11 (apps/sa-d, behind service svc-d, VIP 10.96.21.20:80 -> 8080) on node2;
-        r 10.21.1.12 (default/sa-r, node1, no pod): the CA refuses its identity.
+        r 10.21.1.12 (default/sa-r, node1, no pod): the CA refuses its identity;
+        x 10.21.1.20 on node1: a pod no control plane names (outside the mesh, not captured).
 
   first control planes, one ADS stream: wait for the initial requests; push Address [a, b, c, d, r, svc-d] (ACK);
     push Authorization [default/allow-sa-a: ALLOW principal sa-a, selected by c] (ACK); push a malformed Address
@@ -19,7 +20,8 @@ share one PKI, so both nodes' workload certificates chain to the same root; the 
 
 Cases: ready once both types were ACKed; a -> c crosses as HBONE with sa-a's identity; b -> c is denied by the
 pushed policy; the malformed resource was NACKed with its reason and nothing else changed; the certificates the
-nodes hold (and, on the kernel path, the one c's port 15008 presents) are the ones the test CA issued; the refused
+nodes hold, and the ones c's and d's port 15008 present to openssl s_client in a pod outside the mesh, are the
+ones the test CA issued; the refused
 CSR shows as "Unavailable" with the CA's reason in /config_dump; the later policy denies a -> c live and closes a
 connection held since before the push; certificates rotate at half-life while a held connection lives on; the
 outage changes nothing in the data path and the nodes resynchronize with initial_resource_versions; the removed
@@ -52,6 +54,7 @@ BACKEND = "dpdk"  # set from --backend before main()
 PODS = {"a": ("node1", "10.21.1.10", "default"), "b": ("node1", "10.21.1.11", "other"),
         "c": ("node2", "10.21.2.10", "default"), "d": ("node2", "10.21.2.11", "apps")}
 WORKLOAD_ONLY = {"r": ("node1", "10.21.1.12", "default")}  # pushed, but no pod: its CSR is refused
+OUTSIDER = ("x", "node1", "10.21.1.20")  # a pod no control plane names: not captured, so it can dial port 15008
 SVC_D = "apps/svc-d.apps.svc.cluster.local"
 
 
@@ -278,9 +281,9 @@ def malformed_resource_nacked_rest_applied(lab, _ctx):
         check("bad/one" in json.dumps(dump.get("xds", {})), f"{node}: /config_dump xds shows no NACK: {dump.get('xds')}")
 
 
-def presented_serial(lab, src_node, dst_ip):
-    """The serial of the leaf a TLS client sees at dst_ip:15008, from src_node's namespace (kernel path only)."""
-    res = subprocess.run(["ip", "netns", "exec", lab.ns(src_node), "sh", "-c",
+def presented_serial(lab, dst_ip):
+    """The serial of the leaf a TLS client in the outsider pod sees at dst_ip:15008 (what HBONE presents)."""
+    res = subprocess.run(["ip", "netns", "exec", lab.ns(OUTSIDER[0]), "sh", "-c",
                           f"sleep 1 | openssl s_client -connect {dst_ip}:15008 -noservername -alpn h2 2>/dev/null"],
                          capture_output=True, timeout=20, check=False)
     out = res.stdout.decode("latin-1")
@@ -307,10 +310,9 @@ def certificates_come_from_the_test_ca(lab, _ctx):
                   f"{[hex(s) for s in issued(lab, node, spiffe(pod))]}")
             root = (got.get("rootCerts") or [{}])[0].get("pem", "")
             check(root, f"{node}: {spiffe(pod)} has no root certificate")
-    if BACKEND == "kernel":
-        serial = presented_serial(lab, "node1", PODS["c"][1])
-        check(serial in issued(lab, "node2", spiffe("c")),
-              f"c's port 15008 presents serial {serial:x}, not one the test CA issued for sa-c")
+    serial = presented_serial(lab, PODS["c"][1])
+    check(serial == leaf_serial(certificates(lab, "node2")[spiffe("c")]) and serial in issued(lab, "node2", spiffe("c")),
+          f"c's port 15008 presents serial {serial:x}, not the one the test CA issued for sa-c")
 
 
 @case
@@ -358,10 +360,9 @@ def certificates_rotate_before_expiry_without_dropping(lab, ctx):
     rc, code, err = curl(lab, "a", PODS["d"][1])
     check(rc == 0 and code == "200", f"a -> d after the rotation: curl rc {rc} status {code} {err}")
     check(hold.alive(), f"a's connection to d, held across the rotation, ended: {hold.log_tail()!r}")
-    if BACKEND == "kernel":
-        serial = presented_serial(lab, "node1", PODS["d"][1])
-        check(serial == issued(lab, "node2", spiffe("d"))[-1],
-              f"d's port 15008 presents serial {serial:x}, not the renewed certificate")
+    serial = presented_serial(lab, PODS["d"][1])
+    check(serial == issued(lab, "node2", spiffe("d"))[-1],
+          f"d's port 15008 presents serial {serial:x}, not the renewed certificate")
 
 
 @case
@@ -448,6 +449,7 @@ def make_lab(ctx):
     for n in desc["nodes"]:
         n["kind"] = kind
     desc["pods"] = [{"name": p, "node": node, "ip": ip} for p, (node, ip, _ns) in PODS.items()]
+    desc["pods"].append({"name": OUTSIDER[0], "node": OUTSIDER[1], "ip": OUTSIDER[2]})
     # no CA in the file: the Istio CA (the test control plane) signs every workload certificate
     desc["mesh"] = {"mesh": {"trust_domain": TD, "mtls_mode": "PERMISSIVE", "certificates": {"source": "xds"}}}
     lab = zwlab.Lab(desc, build=ctx.build)
