@@ -174,7 +174,8 @@ static void xds_parse_xds(struct app_cfg_ctx *ctx, const config_setting_t *root,
 {
     static const char *const known[] = {"address",  "root_cert",   "token_file",      "cluster_id",   "node_id",
                                         "instance_ip", "pod_name", "pod_namespace",   "node_name",    "ca_address",
-                                        "trust_domain", "server_name", "alt_server_name", "cert_ttl_s", NULL};
+                                        "trust_domain", "server_name", "alt_server_name", "cert_ttl_s", "on_demand",
+                                        NULL};
     const config_setting_t *g = app_cfg_read_group(ctx, root, "", "xds", false), *set, *id_set;
     struct app_xds_config *x;
     const char *v, *node_id;
@@ -282,6 +283,7 @@ static void xds_parse_xds(struct app_cfg_ctx *ctx, const config_setting_t *root,
                           x->instance_ip);
     }
     app_cfg_read_u32(ctx, g, "xds", "cert_ttl_s", 60, 365u * 86400, &x->cert_ttl_s);
+    app_cfg_read_bool(ctx, g, "xds", "on_demand", &x->on_demand);
 }
 
 static void xds_parse_local_ca(struct app_cfg_ctx *ctx, const config_setting_t *root, struct app_xds_section *slot)

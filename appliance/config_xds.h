@@ -16,6 +16,7 @@
  *       server_name = "istiod.istio-system.svc";          # default: the host of address
  *       alt_server_name = "";                             # ALT_XDS_HOSTNAME
  *       cert_ttl_s = 86400;                               # requested certificate lifetime (SECRET_TTL)
+ *       on_demand = false;                                # XDS_ON_DEMAND
  *     };
  *     local_ca = {                     # only used without xds
  *       cert = "/etc/zwire/ca-cert.pem"; key = "/etc/zwire/ca-key.pem"; roots = "/etc/zwire/root-cert.pem";
@@ -63,6 +64,7 @@ struct app_xds_config {
     char *pod_namespace;
     char *node_name;    /* default: node.name */
     uint32_t cert_ttl_s;
+    bool on_demand;     /* XDS_ON_DEMAND: Address resources only when a connection needs one */
     int line;
 };
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* appliance/istiod.c - the xDS agent and the istiod certificate manager behind one poll interface (see istiod.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,15 @@
 #include "mesh/xds_convert.h"
 #include "mgmt/prom.h"
 
+#define ISTIOD_LOOKUP_QUEUE 64
+
 struct app_istiod {
     const struct mesh_env *env;
+    bool on_demand;
+    pthread_mutex_t lookup_lock;
+    struct mesh_addr lookups[ISTIOD_LOOKUP_QUEUE]; /* asked for, not yet subscribed (guarded by lookup_lock) */
+    size_t n_lookups;
+    uint64_t lookups_sent, lookups_dropped;
     char node_name[128];
     struct app_xds_agent *agent;
     struct app_cert_manager *certs;        /* NULL: the local CA signs */
@@ -52,6 +60,8 @@ struct app_istiod *app_istiod_new(const struct mesh_env *env, const struct app_c
         return NULL;
     }
     x->env = env;
+    x->on_demand = xc->on_demand;
+    pthread_mutex_init(&x->lookup_lock, NULL);
     snprintf(x->node_name, sizeof(x->node_name), "%s", xc->node_name);
     x->agent = app_xds_agent_new(env, xc, istiod_on_snapshot, x, &rc);
     if (x->agent == NULL) {
@@ -81,6 +91,7 @@ void app_istiod_free(struct app_istiod *x)
     app_xds_agent_free(x->agent);
     app_cert_manager_free(x->certs);
     mesh_xds_state_unref(x->pending);
+    pthread_mutex_destroy(&x->lookup_lock);
     free(x);
 }
 
@@ -104,8 +115,50 @@ int app_istiod_timeout_ms(const struct app_istiod *x)
     return t;
 }
 
+bool app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip)
+{
+    bool queued = false;
+
+    if (!x->on_demand)
+        return false;
+    pthread_mutex_lock(&x->lookup_lock);
+    for (size_t i = 0; i < x->n_lookups && !queued; i++)
+        queued = mesh_addr_ip_eq(&x->lookups[i], ip);
+    if (!queued && x->n_lookups < ISTIOD_LOOKUP_QUEUE)
+        x->lookups[x->n_lookups++] = *ip;
+    else if (!queued)
+        x->lookups_dropped++;
+    pthread_mutex_unlock(&x->lookup_lock);
+    return true;
+}
+
+/* Subscribe to every address asked for since the last call: "network/IP", the default network being "". */
+static void istiod_send_lookups(struct app_istiod *x)
+{
+    struct mesh_addr batch[ISTIOD_LOOKUP_QUEUE];
+    size_t n;
+
+    pthread_mutex_lock(&x->lookup_lock);
+    n = x->n_lookups;
+    memcpy(batch, x->lookups, n * sizeof(batch[0]));
+    x->n_lookups = 0;
+    pthread_mutex_unlock(&x->lookup_lock);
+    for (size_t i = 0; i < n; i++) {
+        char ip[64], name[80];
+        if (mesh_addr_format(&batch[i], false, ip, sizeof(ip)) < 0)
+            continue;
+        snprintf(name, sizeof(name), "/%s", ip);
+        if (app_xds_agent_lookup(x->agent, name) == 0) {
+            x->lookups_sent++;
+            APP_LOG_DEBUG("xds", "on-demand lookup of %s", name);
+        }
+    }
+}
+
 void app_istiod_process(struct app_istiod *x, const struct pollfd *fds, unsigned n)
 {
+    if (x->on_demand)
+        istiod_send_lookups(x); /* before the agent runs: it sends them now */
     app_xds_agent_process(x->agent, fds, n);
     if (x->certs != NULL)
         app_cert_manager_tick(x->certs);
@@ -152,6 +205,10 @@ json_t *app_istiod_dump_json(const struct app_istiod *x)
                      "connect_failures", (json_int_t)st->connect_failures, "snapshot_published",
                      (json_int_t)st->generation, "snapshot_applied", (json_int_t)x->applied, "types", types,
                      "certificates_from", x->certs != NULL ? "istiod" : "local_ca");
+    json_object_set_new(root, "on_demand", json_boolean(x->on_demand));
+    if (x->on_demand)
+        json_object_set_new(root, "lookups", json_pack("{s:I, s:I}", "sent", (json_int_t)x->lookups_sent, "dropped",
+                                                       (json_int_t)x->lookups_dropped));
     if (x->certs != NULL) {
         const struct app_cert_manager_stats *cs = app_cert_manager_stats(x->certs);
         json_object_set_new(root, "ca",

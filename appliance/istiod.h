@@ -13,6 +13,10 @@
  *  - The tracked identities are exactly those of the workloads scheduled on the xds node name in the newest
  *    snapshot; a certificate is requested for each as soon as the snapshot arrives and renewed at half-life.
  *  - A snapshot is never lost: the newest one not yet taken is kept (older ones are dropped, a later one supersedes).
+ *  - On-demand mode (xds.on_demand): app_istiod_lookup may be called from any thread (a mutex guards a small queue of
+ *    addresses); the control thread turns each into an Address subscription "network/IP" at its next process().
+ *    An address asked for again while queued is queued once; when the queue is full the lookup is dropped (the
+ *    connection that asked falls back to passthrough after its wait).
  */
 #ifndef ZW_APP_ISTIOD_H
 #define ZW_APP_ISTIOD_H
@@ -56,6 +60,11 @@ void app_istiod_applied(struct app_istiod *x, uint64_t gen);
 
 /* The certificate source for the mesh side (borrowed, lives as long as x), or NULL when the local CA signs. */
 struct app_cert_manager *app_istiod_certs(const struct app_istiod *x);
+
+struct mesh_addr;
+/* Ask istiod for the workload or service owning ip (on-demand mode; any thread). False when not in on-demand mode
+ * (nothing will come: do not wait), true when asked or already asked. */
+bool app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip);
 
 /* Ready once the first ACK of each type was sent; pending names the task ("state manager") until then. */
 bool app_istiod_ready(const struct app_istiod *x);

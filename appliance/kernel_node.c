@@ -436,6 +436,13 @@ static void knode_access_log(void *u, const struct mesh_proxy_access_record *rec
             rec->reason_str[0] ? rec->reason_str : "-");
 }
 
+/* The proxy's on-demand lookup hook: through the istiod link (same thread), once it exists. */
+static bool knode_lookup(void *u, const struct mesh_addr *dst)
+{
+    struct knode *n = u;
+    return n->istiod != NULL && app_istiod_lookup(n->istiod, dst);
+}
+
 static int knode_proxy_start(struct knode *n, char *err, size_t errlen)
 {
     struct mesh_proxy_config pc;
@@ -460,6 +467,10 @@ static int knode_proxy_start(struct knode *n, char *err, size_t errlen)
     if (n->mesh != NULL)
         app_mesh_node_proxy_config(n->mesh, &pc); /* workloads, policies, certificates, mTLS mode, access log */
     pc.metrics = n->metrics;
+    if (app_cfg_xds(n->cfg) != NULL && app_cfg_xds(n->cfg)->on_demand) {
+        pc.lookup = knode_lookup;
+        pc.lookup_u = n;
+    }
     n->proxy = mesh_proxy_new(&n->env, &app_kconn_ops, n->loop, &pc, &perr);
     if (n->proxy == NULL) {
         snprintf(err, errlen, "mesh proxy: %s", perr ? perr : "cannot start");

@@ -238,7 +238,8 @@ static int main_run(const char *path, int n_cli, char **cli)
         goto out;
     }
     if (app_cfg_xds(cfg) != NULL) {
-        node.istiod = app_istiod_new(&node.mesh_env, cfg, err, sizeof(err));
+        /* published to the workers' lookup hook (node.c) with release order */
+        __atomic_store_n(&node.istiod, app_istiod_new(&node.mesh_env, cfg, err, sizeof(err)), __ATOMIC_RELEASE);
         if (node.istiod == NULL) {
             APP_LOG_ERR("main", "%s", err);
             goto out;

@@ -77,7 +77,8 @@ static bool mesh_dpdk_on_capture(void *ctx, struct mesh_conn *c)
 
 static struct mesh_dpdk_capture mesh_dpdk_captures[DP_MAX_LCORES][DP_FLOW_N_CLASSES];
 
-struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_node *mn, char *err, size_t errlen)
+struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_node *mn,
+                                          const struct app_mesh_lookup *lookup, char *err, size_t errlen)
 {
     struct app_mesh_lcore *ml = calloc(1, sizeof(*ml));
     struct mesh_proxy_config pc = {0};
@@ -97,6 +98,8 @@ struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_n
     }
     app_mesh_node_proxy_config(mn, &pc);
     pc.metrics = ml->metrics;
+    pc.lookup = lookup->fn;
+    pc.lookup_u = lookup->u;
     ml->proxy = mesh_proxy_new(&ml->env, &dp_conn_ops, lc, &pc, &perr);
     if (ml->proxy == NULL) {
         snprintf(err, errlen, "mesh proxy: %s", perr ? perr : "cannot start");

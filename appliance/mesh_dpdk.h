@@ -10,6 +10,7 @@
 #ifndef ZW_APP_MESH_DPDK_H
 #define ZW_APP_MESH_DPDK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct dp_lcore;
@@ -18,7 +19,14 @@ struct app_mesh_lcore;
 struct mesh_metrics;
 struct mesh_proxy_stats;
 
-struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_node *mn, char *err, size_t errlen);
+struct mesh_addr;
+/* lookup: the on-demand lookup hook for the proxy (mesh/proxy.h; called on this lcore), or fn NULL for none. */
+struct app_mesh_lookup {
+    bool (*fn)(void *u, const struct mesh_addr *dst);
+    void *u;
+};
+struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_node *mn,
+                                          const struct app_mesh_lookup *lookup, char *err, size_t errlen);
 /* Stop capturing and free the proxy. Call after the worker stopped and before dp_tcp_fini. */
 void app_mesh_lcore_free(struct app_mesh_lcore *ml);
 /* Run the proxy's due deadlines. Called by the worker once per loop; cheap when nothing is due. */

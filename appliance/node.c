@@ -25,6 +25,8 @@
 #include "appliance/mesh_dpdk.h"
 #include "appliance/mesh_node.h"
 #include "appliance/config_mesh.h"
+#include "appliance/config_xds.h"
+#include "appliance/istiod.h"
 #include "dpdk/classify.h"
 #include "appliance/node.h"
 #include "appliance/worker.h"
@@ -163,6 +165,14 @@ static void node_tcp_config(const struct app_tcp_config *in, struct dp_tcp_confi
 }
 
 /* The mesh: snapshot, policies and certificates, the capture view, and a proxy on every worker. */
+/* The proxies' on-demand lookup hook (any worker lcore): through the istiod link once the control thread set it. */
+static bool node_lookup(void *u, const struct mesh_addr *dst)
+{
+    struct app_node *node = u;
+    struct app_istiod *x = __atomic_load_n(&node->istiod, __ATOMIC_ACQUIRE);
+    return x != NULL && app_istiod_lookup(x, dst);
+}
+
 static int node_mesh_start(struct app_node *node, const struct app_config *cfg, char *err, size_t errlen)
 {
     struct dp_stack *st = &node->stack;
@@ -180,8 +190,10 @@ static int node_mesh_start(struct app_node *node, const struct app_config *cfg, 
         return -ENOMEM;
     }
     st->mesh = node->mesh_view;
+    const struct app_xds_config *xc = app_cfg_xds(cfg);
+    const struct app_mesh_lookup lookup = {xc != NULL && xc->on_demand ? node_lookup : NULL, node};
     for (int i = 0; i < st->n_lcores; i++) {
-        node->mesh_lcores[i] = app_mesh_lcore_new(&node->lcores[i], node->mesh, err, errlen);
+        node->mesh_lcores[i] = app_mesh_lcore_new(&node->lcores[i], node->mesh, &lookup, err, errlen);
         if (node->mesh_lcores[i] == NULL)
             return -EINVAL;
     }

@@ -37,7 +37,9 @@ struct app_node {
     struct mesh_env mesh_env;                        /* the control thread's env for the mesh side */
     struct app_config *mesh_cfg;                     /* the config the mesh side came from after a reload (owned) */
     uint64_t reloads;
-    struct app_istiod *istiod;                       /* following istiod (config group xds); NULL otherwise */
+    struct app_istiod *istiod;                       /* following istiod (config group xds); NULL otherwise; set
+                                                      * by the control thread after the workers started (atomic:
+                                                      * their on-demand lookup hook reads it) */
     bool eal_up;
     bool ports_started[DP_MAX_PORTS];
     bool running;                   /* workers launched */

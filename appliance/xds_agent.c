@@ -538,6 +538,7 @@ struct app_xds_agent *app_xds_agent_new(const struct mesh_env *env, const struct
     xcfg.pod_name = cfg->pod_name;
     xcfg.pod_namespace = cfg->pod_namespace;
     xcfg.node_name = cfg->node_name;
+    xcfg.on_demand = cfg->on_demand;
     a->xc = mesh_xds_client_new(env, &xcfg, &h, a, &e);
     if (a->xc == NULL)
         goto nomem;
@@ -678,6 +679,12 @@ int app_xds_agent_timeout_ms(const struct app_xds_agent *a)
 bool app_xds_agent_ready(const struct app_xds_agent *a)
 {
     return mesh_xds_client_is_ready(a->xc);
+}
+
+int app_xds_agent_lookup(struct app_xds_agent *a, const char *name)
+{
+    int rc = mesh_xds_client_subscribe(a->xc, name);
+    return rc == MESH_OK ? 0 : rc == MESH_ERR_STATE ? -EPERM : -ENOMEM;
 }
 
 const char *app_xds_agent_pending(const struct app_xds_agent *a)

@@ -13,7 +13,8 @@
  *    handshake. The root certificate file and the token file are re-read for every connection / every call.
  *  - Reconnects follow the xDS engine's schedule (10 ms after a clean end, backoff 10 ms .. 15 s after failures);
  *    a new stream on a new connection sends initial_resource_versions for everything accepted before.
- *  - Readiness: the first ACK of each type (Address, Authorization); never lost afterwards. While not ready,
+ *  - Readiness: the first ACK of each type (Address, Authorization; Authorization only in on-demand mode); never
+ *    lost afterwards. While not ready,
  *    app_xds_agent_pending() names the task "state manager" (ztunnel's name, facts section 1).
  *  - Each new model snapshot is handed to the publish callback given at creation (one reference each).
  *  - CA calls go to ca_address: the xDS connection when it is the same address, otherwise a second connection that
@@ -75,6 +76,9 @@ int app_xds_agent_process(struct app_xds_agent *a, const struct pollfd *fds, uns
 int app_xds_agent_timeout_ms(const struct app_xds_agent *a);
 
 bool app_xds_agent_ready(const struct app_xds_agent *a);
+/* On-demand mode: subscribe to the Address resource name ("network/IP", a uid or "ns/hostname"); sent with the next
+ * process() and kept across reconnects. Returns 0, -EPERM (not in on-demand mode), -ENOMEM. */
+int app_xds_agent_lookup(struct app_xds_agent *a, const char *name);
 /* APP_XDS_AGENT_PENDING_TASK while not ready, NULL when ready. */
 const char *app_xds_agent_pending(const struct app_xds_agent *a);
 

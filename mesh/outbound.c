@@ -167,6 +167,8 @@ void proxy_outbound_start(struct proxy_conn *pc)
     const struct mesh_workloads *ws = pc->ws;
     uint16_t port = ntohs(pc->dst.port);
 
+    pc->lookup_waiting = false;
+
     if (proxy_is_illegal_port(p, port)) {
         MESH_LOG(p->env, MESH_LOG_WARNING, PROXY_MODULE, "self call to proxy port %u rejected", (unsigned)port);
         proxy_conn_teardown(pc, MESH_ERR_UNROUTABLE);
@@ -194,6 +196,17 @@ void proxy_outbound_start(struct proxy_conn *pc)
         }
     } else {
         pc->dst_w = mesh_workloads_find_by_ip(ws, &pc->dst);
+        if (pc->dst_w == NULL && p->cfg.lookup != NULL && !pc->lookup_asked) {
+            pc->lookup_asked = true;
+            if (p->cfg.lookup(p->cfg.lookup_u, &pc->dst)) { /* wait for the answer (proxy_outbound_resume) */
+                pc->lookup_waiting = true;
+                pc->deadline_ns = mesh_env_now(p->env) + p->cfg.lookup_timeout_ns;
+                p->stats.lookups++;
+                return;
+            }
+        } else if (pc->dst_w != NULL && pc->lookup_asked) {
+            p->stats.lookups_resolved++;
+        }
     }
     if (proxy_is_illegal_port(p, ntohs(pc->target.port))) {
         MESH_LOG(p->env, MESH_LOG_WARNING, PROXY_MODULE, "self call to proxy port %u rejected",
@@ -258,7 +271,21 @@ void proxy_outbound_on_up_closed(struct proxy_conn *pc, int err)
     proxy_conn_teardown(pc, err);
 }
 
+void proxy_outbound_resume(struct proxy_conn *pc)
+{
+    const struct mesh_workloads *old = pc->ws;
+
+    pc->ws = pc->p->ws != NULL ? mesh_workloads_ref(pc->p->ws) : NULL;
+    mesh_workloads_unref(old);
+    pc->deadline_ns = MESH_PROXY_NO_DEADLINE;
+    proxy_outbound_start(pc); /* asked already: resolved now, or passed through */
+}
+
 void proxy_outbound_on_timeout(struct proxy_conn *pc)
 {
+    if (pc->lookup_waiting) {
+        proxy_outbound_resume(pc);
+        return;
+    }
     proxy_conn_teardown(pc, MESH_ERR_UPSTREAM_TIMEOUT);
 }

@@ -641,6 +641,8 @@ struct mesh_proxy *mesh_proxy_new(const struct mesh_env *env, const struct mesh_
         p->cfg.hbone_port = MESH_PROXY_HBONE_PORT;
     if (p->cfg.connect_timeout_ns == 0)
         p->cfg.connect_timeout_ns = MESH_PROXY_CONNECT_TIMEOUT_NS;
+    if (p->cfg.lookup_timeout_ns == 0)
+        p->cfg.lookup_timeout_ns = MESH_PROXY_LOOKUP_TIMEOUT_NS;
     p->recheck_slice = cfg->recheck_slice != 0 ? cfg->recheck_slice : MESH_PROXY_RECHECK_SLICE;
     p->ws = cfg->workloads != NULL ? mesh_workloads_ref(cfg->workloads) : NULL;
     p->cfg.workloads = NULL;
@@ -689,6 +691,12 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_update *u)
     p->pass_closed = 0;
     proxy_recheck_certs(p);
     proxy_recheck_slice(p);
+    /* connections waiting for an on-demand lookup go on with the new snapshot */
+    for (struct proxy_conn *pc = p->conns, *next; pc != NULL; pc = next) {
+        next = pc->next;
+        if (pc->lookup_waiting && pc->state == PROXY_CONN_RESOLVING)
+            proxy_outbound_resume(pc);
+    }
     mesh_sched_leave(&p->sched);
     return 0;
 }

@@ -52,6 +52,7 @@
 #define MESH_PROXY_HBONE_PORT 15008
 #define MESH_PROXY_SOCKS5_PORT 15080
 #define MESH_PROXY_CONNECT_TIMEOUT_NS (10ull * 1000000000ull)
+#define MESH_PROXY_LOOKUP_TIMEOUT_NS (5ull * 1000000000ull)
 #define MESH_PROXY_NO_DEADLINE UINT64_MAX
 /* Live connections re-checked per call after mesh_proxy_update (default of mesh_proxy_config.recheck_slice). */
 #define MESH_PROXY_RECHECK_SLICE 256u
@@ -102,6 +103,15 @@ typedef enum mesh_proxy_verdict (*mesh_proxy_authz_fn)(void *u, const struct mes
  */
 typedef const struct mesh_cert_bundle *(*mesh_proxy_get_bundle_fn)(void *u, const struct mesh_spiffe_id *id);
 
+/*
+ * On-demand lookup: an outbound connection's destination is neither a workload nor a service VIP of the snapshot;
+ * ask the control plane about dst's IP (called on the proxy's thread; must not block). Return true when an answer
+ * may come: the connection then waits for the next mesh_proxy_update (resolved against it: tunnelled when the
+ * destination is known by then, passed through otherwise) or for lookup_timeout_ns (passed through). False: nothing
+ * will come, the connection goes on at once.
+ */
+typedef bool (*mesh_proxy_lookup_fn)(void *u, const struct mesh_addr *dst);
+
 /* One access-log record, emitted once per connection at teardown. Strings are borrowed for the call, never NULL
  * ("" when unknown). */
 struct mesh_proxy_access_record {
@@ -146,6 +156,9 @@ struct mesh_proxy_config {
     uint32_t pool_max_streams;                /* 0 means MESH_POOL_DEFAULT_MAX_STREAMS (100) */
     uint64_t pool_idle_ns;                    /* 0 means MESH_POOL_DEFAULT_IDLE_NS (5 min) */
     uint64_t connect_timeout_ns;              /* 0 means MESH_PROXY_CONNECT_TIMEOUT_NS */
+    mesh_proxy_lookup_fn lookup;              /* NULL: unknown destinations are passed through at once */
+    void *lookup_u;
+    uint64_t lookup_timeout_ns;               /* 0 means MESH_PROXY_LOOKUP_TIMEOUT_NS */
     size_t relay_buf_bytes;                   /* per direction staging cap; 0 means 256 KiB */
     const struct mesh_tls_ctx_opts *tls_opts; /* NULL for defaults; copied */
     uint32_t recheck_slice;                   /* live connections re-checked per call after an update; 0 means
@@ -179,6 +192,8 @@ struct mesh_proxy_stats {
     uint64_t recheck_closed;  /* of those, closed: now denied ("denied") or no longer routable ("unroutable") */
     uint64_t recheck_pending; /* 1 while a re-check pass still has connections to visit, else 0 */
     uint64_t pool_drained;    /* pooled HBONE connections set to drain because their certificate changed */
+    uint64_t lookups;         /* outbound connections that waited for an on-demand lookup */
+    uint64_t lookups_resolved; /* of those, known after the wait (the others were passed through) */
 };
 
 struct mesh_proxy;

@@ -88,6 +88,8 @@ struct proxy_conn {
     bool opened_recorded;
     bool fin_early[2]; /* a FIN that arrived before the relay started */
     uint64_t recheck_gen; /* the p->gen this connection was last checked against */
+    bool lookup_asked;    /* outbound: the on-demand lookup hook was called for dst */
+    bool lookup_waiting;  /* outbound: parked in RESOLVING until the next update or the lookup deadline */
     struct mesh_sched_item free_item;
 };
 
@@ -150,6 +152,8 @@ void proxy_outbound_start(struct proxy_conn *pc);
 void proxy_outbound_on_up_writable(struct proxy_conn *pc);
 void proxy_outbound_on_up_closed(struct proxy_conn *pc, int err);
 void proxy_outbound_on_timeout(struct proxy_conn *pc);
+/* A connection waiting for an on-demand lookup goes on against the proxy's current snapshot. */
+void proxy_outbound_resume(struct proxy_conn *pc);
 /* Re-check a live outbound connection against p->ws; closes it ("unroutable") and returns false when it must go. */
 bool proxy_outbound_recheck(struct proxy_conn *pc);
 struct mesh_tls_ctx *proxy_pool_get_ctx(void *u, const struct mesh_spiffe_id *id);

@@ -808,7 +808,7 @@ bool mesh_xds_client_type_ready(const struct mesh_xds_client *c, enum mesh_xds_t
 bool mesh_xds_client_is_ready(const struct mesh_xds_client *c)
 {
     for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
-        if (!c->ready[t])
+        if (!c->ready[t] && !(c->on_demand && t == MESH_XDS_TYPE_ADDRESS)) /* on-demand types do not gate it */
             return false;
     return true;
 }

@@ -114,6 +114,7 @@ struct mesh_xds_convert {
     struct xc_map aliases; /* Address aliases */
     struct xc_dense dense[XC_KIND_COUNT];
     bool dirty_workloads, dirty_authz;
+    bool republish; /* publish the same model again (a removal of something we never had) */
     uint64_t seq;
     uint64_t generation;
     const struct mesh_xds_state *current;
@@ -1228,6 +1229,7 @@ void mesh_xds_convert_remove(struct mesh_xds_convert *c, enum mesh_xds_type t, c
         e = xc_map_get(&c->aliases, name);
     if (e == NULL) {
         c->stats.removed_unknown++;
+        c->republish = true; /* an on-demand answer ("nobody has it"): waiting connections must hear of it */
         return;
     }
     xc_drop(c, e);
@@ -1446,8 +1448,9 @@ int mesh_xds_convert_batch_done(struct mesh_xds_convert *c, enum mesh_xds_type t
     int err = 0;
 
     (void)t;
-    if (prev != NULL && !c->dirty_workloads && !c->dirty_authz)
+    if (prev != NULL && !c->dirty_workloads && !c->dirty_authz && !c->republish)
         return MESH_OK;
+    c->republish = false;
     t0 = mesh_env_now(c->env);
     s = mesh_env_calloc(c->env, sizeof(*s));
     if (s == NULL)

@@ -19,7 +19,8 @@ appended as one JSON object per line to the events file (kept across restarts wi
 Behaviour is driven by a scenario (JSON file, --scenario) or by the shortcut flags, which build one:
     {"streams": [[step, ...], ...],       # steps for the 1st, 2nd, ... ADS stream; later streams reuse the last
      "ca": "ok" | "refuse" | "wrong_identity",
-     "ca_refuse": [spiffe identity, ...]}   # CSRs for these are refused (UNAUTHENTICATED), the others signed
+     "ca_refuse": [spiffe identity, ...],  # CSRs for these are refused (UNAUTHENTICATED), the others signed
+     "on_demand": [resource, ...]}         # Address resources served when a client subscribes to their name/alias
 Steps:
     {"wait_initial": true, "expect_versions": {"address": {name: version}}}   wait for both initial requests
     {"push": "address"|"authorization", "resources": [res...], "expect": "ack"|"nack", "nack_contains": "..."}
@@ -290,8 +291,24 @@ class ControlPlane:
                     context.abort(code, step.get('message', 'ended by scenario'))
                 return
         self.ev.log(event='steps_done', stream=n)
-        while next_req(timeout=3600) is not None:
-            pass
+        # then answer on-demand subscriptions (a name or an alias of a resource in the scenario's "on_demand" list;
+        # a name nobody has is answered with its removal, so that the client stops waiting)
+        while True:
+            req = next_req(timeout=3600)
+            if req is None:
+                break
+            names = [x for x in req.resource_names_subscribe if x != '*']
+            if req.type_url != TYPE_URLS['address'] or not names:
+                continue
+            found = [r for r in self.scenario.get('on_demand', [])
+                     if r['name'] in names or any(a in names for a in r.get('aliases', []))]
+            known = {r['name'] for r in found} | {a for r in found for a in r.get('aliases', [])}
+            missing = [x for x in names if x not in known]
+            nonce_seq[0] += 1
+            nonce = 's%d-n%d' % (n, nonce_seq[0])
+            self.ev.log(event='on_demand', stream=n, asked=names, names=[r['name'] for r in found],
+                        removed=missing, nonce=nonce)
+            yield self.response('address', nonce, found, missing)
 
     # ---- CA (section 3.6) ----
     def create_certificate(self, raw, context):

@@ -253,6 +253,19 @@ static struct mesh_workloads *make_ws(unsigned flags)
     return ws;
 }
 
+/* On-demand lookups asked by node1 (when the fixture has them on). */
+static bool g_on_demand;
+static struct mesh_addr g_asked[8];
+static int g_n_asked;
+
+static bool lookup(void *u, const struct mesh_addr *dst)
+{
+    (void)u;
+    if (g_n_asked < 8)
+        g_asked[g_n_asked++] = *dst;
+    return true;
+}
+
 static void node_init(struct node *n, const char *name, const char *host_ip, uint32_t recheck_slice)
 {
     n->host = (struct fake_host){F->net, fake_addr(host_ip, 0)};
@@ -270,6 +283,7 @@ static void node_init(struct node *n, const char *name, const char *host_ip, uin
         .access_log_u = n,
         .metrics = n->metrics,
         .recheck_slice = recheck_slice,
+        .lookup = g_on_demand && strcmp(name, "node1") == 0 ? lookup : NULL,
     };
     const char *err = NULL;
     n->p = mesh_proxy_new(&F->fe.env, &fake_conn_ops, &n->host, &cfg, &err);
@@ -329,6 +343,16 @@ static int setup(void **state)
 {
     (void)state;
     fixture_up(0);
+    return 0;
+}
+
+static int setup_on_demand(void **state)
+{
+    (void)state;
+    g_on_demand = true;
+    g_n_asked = 0;
+    fixture_up(0);
+    g_on_demand = false;
     return 0;
 }
 
@@ -739,6 +763,70 @@ static void test_update_new_workload_reachable(void **state)
     mesh_workloads_unref(ws2);
 }
 
+
+/* ====================================================================================================== */
+/* on-demand lookups                                                                                      */
+/* ====================================================================================================== */
+
+/* An unknown destination is asked for and waits; the update that brings it sends the connection over HBONE. */
+static void test_on_demand_waits_for_the_answer(void **state)
+{
+    char b[64];
+    (void)state;
+    struct fake_app *c = client_connect("10.21.1.10", "10.21.2.30", 8080);
+    assert_int_equal(g_n_asked, 1);
+    mesh_addr_format(&g_asked[0], false, b, sizeof(b));
+    assert_string_equal(b, "10.21.2.30");
+    assert_int_equal(stats(&F->n1)->lookups, 1);
+    assert_int_equal(F->n_servers, 0); /* nothing dialled while waiting */
+    assert_int_equal(c->n_closed, 0);
+
+    struct mesh_workloads *ws2 = make_ws(WL_BASE | WL_FRESH);
+    update(&F->n2, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
+    update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
+    pump();
+    pump();
+    assert_true(c->connected);
+    struct fake_app *s = server_from("10.21.1.10");
+    mesh_addr_format(&s->local, true, b, sizeof(b));
+    assert_string_equal(b, "10.21.2.30:8080");
+    exchange(c, s, "asked for");
+    exchange(s, c, "and found");
+    assert_int_equal(stats(&F->n1)->lookups_resolved, 1);
+    assert_int_equal(stats(&F->n1)->pool_handshakes, 1); /* over HBONE */
+    assert_string_equal(F->pol.last_dst_uid, "Kubernetes//Pod/default/fresh");
+    /* a second connection to it needs no lookup */
+    (void)client_connect("10.21.1.10", "10.21.2.30", 8080);
+    assert_int_equal(g_n_asked, 1);
+    mesh_workloads_unref(ws2);
+}
+
+/* No answer within the lookup timeout: the connection is passed through to the address as it is. */
+static void test_on_demand_times_out_to_passthrough(void **state)
+{
+    (void)state;
+    struct mesh_workloads *ws2 = make_ws(WL_ECHO_SVC | WL_CLIENT2); /* legacy 10.21.2.20 unknown */
+    update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
+    struct fake_app *c = client_connect("10.21.1.10", "10.21.2.20", 9000);
+    assert_int_equal(g_n_asked, 1);
+    assert_int_equal(F->n_servers, 0);
+    fake_clock_advance(&F->fe.clock, MESH_PROXY_LOOKUP_TIMEOUT_NS - 1000);
+    mesh_proxy_on_deadline(F->n1.p, now());
+    pump();
+    assert_int_equal(F->n_servers, 0); /* still waiting */
+    fake_clock_advance(&F->fe.clock, 2000);
+    assert_true(mesh_proxy_next_deadline(F->n1.p) <= now());
+    mesh_proxy_on_deadline(F->n1.p, now());
+    pump();
+    pump();
+    assert_true(c->connected);
+    struct fake_app *s = server_from("10.21.1.10");
+    exchange(c, s, "plain after the wait");
+    assert_int_equal(stats(&F->n1)->lookups_resolved, 0);
+    assert_int_equal(stats(&F->n1)->pool_handshakes, 0); /* passthrough, no tunnel */
+    mesh_workloads_unref(ws2);
+}
+
 /* ====================================================================================================== */
 /* bounded passes                                                                                         */
 /* ====================================================================================================== */
@@ -962,6 +1050,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_update_cert_change_drains_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_cert_change_idle_pool, setup, teardown),
         cmocka_unit_test(test_update_alloc_failure_sweep),
+        cmocka_unit_test_setup_teardown(test_on_demand_waits_for_the_answer, setup_on_demand, teardown),
+        cmocka_unit_test_setup_teardown(test_on_demand_times_out_to_passthrough, setup_on_demand, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -498,6 +498,17 @@ static void test_xds_convert_remove_and_alias(void **state)
     assert_int_equal(mesh_authz_set_count(p.last->authz), 0);
     assert_int_equal(p.n, 3);
     assert_int_equal(p.last->generation, 3);
+
+    /* an on-demand answer that names nothing we hold: the same model is published again (waiters hear of it) */
+    {
+        const struct mesh_workloads *before = p.last->workloads;
+        mesh_xds_convert_remove(c, MESH_XDS_TYPE_ADDRESS, "/10.9.9.9");
+        assert_int_equal(mesh_xds_convert_batch_done(c, MESH_XDS_TYPE_ADDRESS), MESH_OK);
+        assert_int_equal(p.n, 4);
+        assert_ptr_equal(p.last->workloads, before);
+        assert_int_equal(mesh_xds_convert_batch_done(c, MESH_XDS_TYPE_ADDRESS), MESH_OK); /* nothing new: no publish */
+        assert_int_equal(p.n, 4);
+    }
     done(c, &p);
 }
 
