@@ -14,14 +14,26 @@
 #include "mesh/xds_convert.h"
 #include "mgmt/prom.h"
 
-#define ISTIOD_LOOKUP_QUEUE 64
+#define ISTIOD_LOOKUP_QUEUE 64   /* asked for, not yet subscribed */
+#define ISTIOD_ASKED_MAX 1024     /* subscribed, no answer yet */
+#define ISTIOD_UNKNOWN_MAX 1024   /* answered "nobody has it" (a removal), most recent kept */
+#define ISTIOD_UNKNOWN_TTL_NS (60ull * 1000000000ull)
+
+struct istiod_unknown {
+    struct mesh_addr ip;
+    uint64_t at_ns;
+};
 
 struct app_istiod {
     const struct mesh_env *env;
     bool on_demand;
-    pthread_mutex_t lookup_lock;
-    struct mesh_addr lookups[ISTIOD_LOOKUP_QUEUE]; /* asked for, not yet subscribed (guarded by lookup_lock) */
+    pthread_mutex_t lookup_lock; /* guards the three sets below and lookups_dropped */
+    struct mesh_addr lookups[ISTIOD_LOOKUP_QUEUE]; /* to subscribe at the next process() */
     size_t n_lookups;
+    struct mesh_addr asked[ISTIOD_ASKED_MAX]; /* subscribed (or about to be), not answered yet */
+    size_t n_asked;
+    struct istiod_unknown unknown[ISTIOD_UNKNOWN_MAX]; /* a ring */
+    size_t n_unknown, next_unknown;
     uint64_t lookups_sent, lookups_dropped;
     char node_name[128];
     struct app_xds_agent *agent;
@@ -30,12 +42,90 @@ struct app_istiod {
     uint64_t applied;                      /* generation the backend built its mesh side from */
 };
 
+static bool istiod_in(const struct mesh_addr *set, size_t n, const struct mesh_addr *ip, size_t *at)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (mesh_addr_ip_eq(&set[i], ip)) {
+            if (at != NULL)
+                *at = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Answered "nobody has it" less than ISTIOD_UNKNOWN_TTL_NS ago. Lock held. */
+static bool istiod_known_unknown(const struct app_istiod *x, const struct mesh_addr *ip, uint64_t now)
+{
+    for (size_t i = 0; i < x->n_unknown; i++)
+        if (mesh_addr_ip_eq(&x->unknown[i].ip, ip) && now - x->unknown[i].at_ns < ISTIOD_UNKNOWN_TTL_NS)
+            return true;
+    return false;
+}
+
+enum mesh_proxy_lookup app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip)
+{
+    enum mesh_proxy_lookup r = MESH_LOOKUP_PENDING;
+    uint64_t now = mesh_env_now(x->env);
+
+    if (!x->on_demand)
+        return MESH_LOOKUP_UNKNOWN;
+    pthread_mutex_lock(&x->lookup_lock);
+    if (istiod_known_unknown(x, ip, now)) {
+        r = MESH_LOOKUP_UNKNOWN;
+    } else if (!istiod_in(x->asked, x->n_asked, ip, NULL)) {
+        if (x->n_asked < ISTIOD_ASKED_MAX && x->n_lookups < ISTIOD_LOOKUP_QUEUE) {
+            x->asked[x->n_asked++] = *ip;
+            x->lookups[x->n_lookups++] = *ip;
+        } else {
+            x->lookups_dropped++; /* cannot ask: nothing to wait for */
+            r = MESH_LOOKUP_UNKNOWN;
+        }
+    }
+    pthread_mutex_unlock(&x->lookup_lock);
+    return r;
+}
+
+/* The agent saw a removal: an on-demand answer "nobody has /<IP>" ends the wait for that address. */
+static void istiod_on_removed(void *u, enum mesh_xds_type t, const char *name)
+{
+    struct app_istiod *x = u;
+    const char *slash = strrchr(name, '/');
+    struct mesh_addr ip;
+    size_t at;
+
+    if (t != MESH_XDS_TYPE_ADDRESS || slash == NULL || mesh_addr_parse_ip(slash + 1, &ip) != 0)
+        return;
+    pthread_mutex_lock(&x->lookup_lock);
+    if (istiod_in(x->asked, x->n_asked, &ip, &at)) {
+        x->asked[at] = x->asked[--x->n_asked];
+        x->unknown[x->next_unknown] = (struct istiod_unknown){ip, mesh_env_now(x->env)};
+        x->next_unknown = (x->next_unknown + 1) % ISTIOD_UNKNOWN_MAX;
+        if (x->n_unknown < ISTIOD_UNKNOWN_MAX)
+            x->n_unknown++;
+    }
+    pthread_mutex_unlock(&x->lookup_lock);
+}
+
+/* Addresses a snapshot now knows are answered: they leave the asked set. */
+static void istiod_answered(struct app_istiod *x, const struct mesh_workloads *ws)
+{
+    pthread_mutex_lock(&x->lookup_lock);
+    for (size_t i = x->n_asked; i-- > 0;)
+        if (mesh_workloads_find_by_ip(ws, &x->asked[i]) != NULL ||
+            mesh_workloads_find_service_by_vip(ws, &x->asked[i]) != NULL)
+            x->asked[i] = x->asked[--x->n_asked];
+    pthread_mutex_unlock(&x->lookup_lock);
+}
+
 static void istiod_on_snapshot(void *u, const struct mesh_xds_state *snapshot)
 {
     struct app_istiod *x = u;
 
     mesh_xds_state_unref(x->pending);
     x->pending = snapshot;
+    if (x->on_demand)
+        istiod_answered(x, snapshot->workloads);
     if (x->certs != NULL) {
         if (app_cert_manager_sync(x->certs, snapshot->workloads, x->node_name) < 0)
             APP_LOG_ERR("xds", "snapshot %llu: out of memory tracking workload identities",
@@ -68,6 +158,8 @@ struct app_istiod *app_istiod_new(const struct mesh_env *env, const struct app_c
         snprintf(err, errlen, "cannot start the istiod client (%s)", strerror(-rc));
         goto fail;
     }
+    if (x->on_demand)
+        app_xds_agent_on_removed(x->agent, istiod_on_removed, x);
     if (app_cfg_certs_from_istiod(cfg)) {
         struct app_cert_ca ca;
         app_xds_agent_ca_transport(x->agent, &ca);
@@ -113,23 +205,6 @@ int app_istiod_timeout_ms(const struct app_istiod *x)
         }
     }
     return t;
-}
-
-bool app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip)
-{
-    bool queued = false;
-
-    if (!x->on_demand)
-        return false;
-    pthread_mutex_lock(&x->lookup_lock);
-    for (size_t i = 0; i < x->n_lookups && !queued; i++)
-        queued = mesh_addr_ip_eq(&x->lookups[i], ip);
-    if (!queued && x->n_lookups < ISTIOD_LOOKUP_QUEUE)
-        x->lookups[x->n_lookups++] = *ip;
-    else if (!queued)
-        x->lookups_dropped++;
-    pthread_mutex_unlock(&x->lookup_lock);
-    return true;
 }
 
 /* Subscribe to every address asked for since the last call: "network/IP", the default network being "". */
@@ -206,9 +281,15 @@ json_t *app_istiod_dump_json(const struct app_istiod *x)
                      (json_int_t)st->generation, "snapshot_applied", (json_int_t)x->applied, "types", types,
                      "certificates_from", x->certs != NULL ? "istiod" : "local_ca");
     json_object_set_new(root, "on_demand", json_boolean(x->on_demand));
-    if (x->on_demand)
-        json_object_set_new(root, "lookups", json_pack("{s:I, s:I}", "sent", (json_int_t)x->lookups_sent, "dropped",
-                                                       (json_int_t)x->lookups_dropped));
+    if (x->on_demand) {
+        pthread_mutex_t *lock = (pthread_mutex_t *)(uintptr_t)&x->lookup_lock; /* the dump only reads */
+        pthread_mutex_lock(lock);
+        json_object_set_new(root, "lookups",
+                            json_pack("{s:I, s:I, s:I, s:I}", "sent", (json_int_t)x->lookups_sent, "dropped",
+                                      (json_int_t)x->lookups_dropped, "waiting", (json_int_t)x->n_asked,
+                                      "answered_unknown", (json_int_t)x->n_unknown));
+        pthread_mutex_unlock(lock);
+    }
     if (x->certs != NULL) {
         const struct app_cert_manager_stats *cs = app_cert_manager_stats(x->certs);
         json_object_set_new(root, "ca",

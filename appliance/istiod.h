@@ -13,10 +13,11 @@
  *  - The tracked identities are exactly those of the workloads scheduled on the xds node name in the newest
  *    snapshot; a certificate is requested for each as soon as the snapshot arrives and renewed at half-life.
  *  - A snapshot is never lost: the newest one not yet taken is kept (older ones are dropped, a later one supersedes).
- *  - On-demand mode (xds.on_demand): app_istiod_lookup may be called from any thread (a mutex guards a small queue of
- *    addresses); the control thread turns each into an Address subscription "network/IP" at its next process().
- *    An address asked for again while queued is queued once; when the queue is full the lookup is dropped (the
- *    connection that asked falls back to passthrough after its wait).
+ *  - On-demand mode (xds.on_demand): app_istiod_lookup may be called from any thread (a mutex guards the sets); the
+ *    control thread turns each new address into an Address subscription "/IP" at its next process(). An address
+ *    stays "asked" until a snapshot knows it or istiod answers with its removal (then it is "answered unknown" for a
+ *    minute, and lookups of it return at once); each address is subscribed once. When the sets are full, lookups
+ *    are refused (the connection goes on at once, passed through).
  */
 #ifndef ZW_APP_ISTIOD_H
 #define ZW_APP_ISTIOD_H
@@ -30,6 +31,7 @@
 
 #include "appliance/config.h"
 #include "mesh/env.h"
+#include "mesh/proxy.h"
 
 #define APP_ISTIOD_MAX_FDS 2
 
@@ -61,10 +63,10 @@ void app_istiod_applied(struct app_istiod *x, uint64_t gen);
 /* The certificate source for the mesh side (borrowed, lives as long as x), or NULL when the local CA signs. */
 struct app_cert_manager *app_istiod_certs(const struct app_istiod *x);
 
-struct mesh_addr;
-/* Ask istiod for the workload or service owning ip (on-demand mode; any thread). False when not in on-demand mode
- * (nothing will come: do not wait), true when asked or already asked. */
-bool app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip);
+/* The proxies' on-demand lookup hook (mesh/proxy.h; any thread): MESH_LOOKUP_PENDING when ip was asked for (now or
+ * before) and not answered yet; MESH_LOOKUP_UNKNOWN when istiod answered that nobody has it (within the last minute),
+ * or the node cannot ask (not in on-demand mode, too many lookups outstanding). */
+enum mesh_proxy_lookup app_istiod_lookup(struct app_istiod *x, const struct mesh_addr *ip);
 
 /* Ready once the first ACK of each type was sent; pending names the task ("state manager") until then. */
 bool app_istiod_ready(const struct app_istiod *x);

@@ -437,10 +437,10 @@ static void knode_access_log(void *u, const struct mesh_proxy_access_record *rec
 }
 
 /* The proxy's on-demand lookup hook: through the istiod link (same thread), once it exists. */
-static bool knode_lookup(void *u, const struct mesh_addr *dst)
+static enum mesh_proxy_lookup knode_lookup(void *u, const struct mesh_addr *dst)
 {
     struct knode *n = u;
-    return n->istiod != NULL && app_istiod_lookup(n->istiod, dst);
+    return n->istiod != NULL ? app_istiod_lookup(n->istiod, dst) : MESH_LOOKUP_UNKNOWN;
 }
 
 static int knode_proxy_start(struct knode *n, char *err, size_t errlen)

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "mesh/proxy.h"
+
 struct dp_lcore;
 struct app_mesh_node;
 struct app_mesh_lcore;
@@ -22,7 +24,7 @@ struct mesh_proxy_stats;
 struct mesh_addr;
 /* lookup: the on-demand lookup hook for the proxy (mesh/proxy.h; called on this lcore), or fn NULL for none. */
 struct app_mesh_lookup {
-    bool (*fn)(void *u, const struct mesh_addr *dst);
+    mesh_proxy_lookup_fn fn;
     void *u;
 };
 struct app_mesh_lcore *app_mesh_lcore_new(struct dp_lcore *lc, struct app_mesh_node *mn,

@@ -166,11 +166,11 @@ static void node_tcp_config(const struct app_tcp_config *in, struct dp_tcp_confi
 
 /* The mesh: snapshot, policies and certificates, the capture view, and a proxy on every worker. */
 /* The proxies' on-demand lookup hook (any worker lcore): through the istiod link once the control thread set it. */
-static bool node_lookup(void *u, const struct mesh_addr *dst)
+static enum mesh_proxy_lookup node_lookup(void *u, const struct mesh_addr *dst)
 {
     struct app_node *node = u;
     struct app_istiod *x = __atomic_load_n(&node->istiod, __ATOMIC_ACQUIRE);
-    return x != NULL && app_istiod_lookup(x, dst);
+    return x != NULL ? app_istiod_lookup(x, dst) : MESH_LOOKUP_UNKNOWN;
 }
 
 static int node_mesh_start(struct app_node *node, const struct app_config *cfg, char *err, size_t errlen)

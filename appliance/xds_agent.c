@@ -69,6 +69,8 @@ struct app_xds_agent {
     struct xa_call *calls; /* CA calls not yet finished */
     struct app_xds_agent_status status;
     char batch_nack[MESH_XDS_TYPE_COUNT][512];
+    void (*removed_fn)(void *u, enum mesh_xds_type t, const char *name);
+    void *removed_u;
 };
 
 /* ---- small helpers ---- */
@@ -154,6 +156,8 @@ static void xa_on_removed(void *u, enum mesh_xds_type t, const char *name)
 {
     struct app_xds_agent *a = u;
     a->conv_h.on_removed(a->conv, t, name);
+    if (a->removed_fn != NULL)
+        a->removed_fn(a->removed_u, t, name);
 }
 
 static void xa_on_batch_done(void *u, enum mesh_xds_type t)
@@ -679,6 +683,13 @@ int app_xds_agent_timeout_ms(const struct app_xds_agent *a)
 bool app_xds_agent_ready(const struct app_xds_agent *a)
 {
     return mesh_xds_client_is_ready(a->xc);
+}
+
+void app_xds_agent_on_removed(struct app_xds_agent *a, void (*fn)(void *u, enum mesh_xds_type t, const char *name),
+                              void *u)
+{
+    a->removed_fn = fn;
+    a->removed_u = u;
 }
 
 int app_xds_agent_lookup(struct app_xds_agent *a, const char *name)

@@ -79,6 +79,9 @@ bool app_xds_agent_ready(const struct app_xds_agent *a);
 /* On-demand mode: subscribe to the Address resource name ("network/IP", a uid or "ns/hostname"); sent with the next
  * process() and kept across reconnects. Returns 0, -EPERM (not in on-demand mode), -ENOMEM. */
 int app_xds_agent_lookup(struct app_xds_agent *a, const char *name);
+/* Also tell fn of every removal the control plane sends (after the model applied it). */
+void app_xds_agent_on_removed(struct app_xds_agent *a, void (*fn)(void *u, enum mesh_xds_type t, const char *name),
+                              void *u);
 /* APP_XDS_AGENT_PENDING_TASK while not ready, NULL when ready. */
 const char *app_xds_agent_pending(const struct app_xds_agent *a);
 

@@ -167,7 +167,6 @@ void proxy_outbound_start(struct proxy_conn *pc)
     const struct mesh_workloads *ws = pc->ws;
     uint16_t port = ntohs(pc->dst.port);
 
-    pc->lookup_waiting = false;
 
     if (proxy_is_illegal_port(p, port)) {
         MESH_LOG(p->env, MESH_LOG_WARNING, PROXY_MODULE, "self call to proxy port %u rejected", (unsigned)port);
@@ -197,10 +196,15 @@ void proxy_outbound_start(struct proxy_conn *pc)
     } else {
         pc->dst_w = mesh_workloads_find_by_ip(ws, &pc->dst);
         if (pc->dst_w == NULL && p->cfg.lookup != NULL && !pc->lookup_asked) {
+            uint64_t now = mesh_env_now(p->env);
             pc->lookup_asked = true;
-            if (p->cfg.lookup(p->cfg.lookup_u, &pc->dst)) { /* wait for the answer (proxy_outbound_resume) */
+            if (p->cfg.lookup(p->cfg.lookup_u, &pc->dst) == MESH_LOOKUP_PENDING) { /* proxy_outbound_poll_lookup */
                 pc->lookup_waiting = true;
-                pc->deadline_ns = mesh_env_now(p->env) + p->cfg.lookup_timeout_ns;
+                p->n_parked++;
+                pc->lookup_until_ns = now + p->cfg.lookup_timeout_ns;
+                pc->deadline_ns = now + MESH_PROXY_LOOKUP_POLL_NS < pc->lookup_until_ns
+                                      ? now + MESH_PROXY_LOOKUP_POLL_NS
+                                      : pc->lookup_until_ns;
                 p->stats.lookups++;
                 return;
             }
@@ -271,20 +275,41 @@ void proxy_outbound_on_up_closed(struct proxy_conn *pc, int err)
     proxy_conn_teardown(pc, err);
 }
 
-void proxy_outbound_resume(struct proxy_conn *pc)
+/* Go on against the proxy's current snapshot (asked already: resolved now, or passed through). */
+static void outbound_resume(struct proxy_conn *pc)
 {
+    struct mesh_proxy *p = pc->p;
     const struct mesh_workloads *old = pc->ws;
 
-    pc->ws = pc->p->ws != NULL ? mesh_workloads_ref(pc->p->ws) : NULL;
+    pc->lookup_waiting = false;
+    p->n_parked--;
+    pc->src_w = pc->dst_w = NULL; /* they pointed into old */
+    pc->svc = NULL;
+    pc->ws = p->ws != NULL ? mesh_workloads_ref(p->ws) : NULL;
     mesh_workloads_unref(old);
     pc->deadline_ns = MESH_PROXY_NO_DEADLINE;
-    proxy_outbound_start(pc); /* asked already: resolved now, or passed through */
+    proxy_outbound_start(pc);
+}
+
+void proxy_outbound_poll_lookup(struct proxy_conn *pc, uint64_t now_ns)
+{
+    struct mesh_proxy *p = pc->p;
+    const struct mesh_port *sp = NULL;
+
+    if (mesh_workloads_find_by_ip(p->ws, &pc->dst) != NULL || mesh_workloads_find_service(p->ws, &pc->dst, &sp) ||
+        now_ns >= pc->lookup_until_ns || p->cfg.lookup(p->cfg.lookup_u, &pc->dst) == MESH_LOOKUP_UNKNOWN) {
+        outbound_resume(pc);
+        return;
+    }
+    if (pc->deadline_ns <= now_ns) /* the poll that brought us here: arm the next */
+        pc->deadline_ns = now_ns + MESH_PROXY_LOOKUP_POLL_NS < pc->lookup_until_ns ? now_ns + MESH_PROXY_LOOKUP_POLL_NS
+                                                                                   : pc->lookup_until_ns;
 }
 
 void proxy_outbound_on_timeout(struct proxy_conn *pc)
 {
     if (pc->lookup_waiting) {
-        proxy_outbound_resume(pc);
+        proxy_outbound_poll_lookup(pc, mesh_env_now(pc->p->env));
         return;
     }
     proxy_conn_teardown(pc, MESH_ERR_UPSTREAM_TIMEOUT);

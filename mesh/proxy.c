@@ -376,6 +376,10 @@ void proxy_conn_teardown(struct proxy_conn *pc, int err)
         return;
     bool relaying = pc->state == PROXY_CONN_RELAYING;
     pc->state = PROXY_CONN_DONE;
+    if (pc->lookup_waiting) {
+        pc->lookup_waiting = false;
+        p->n_parked--;
+    }
     if (pc->err == 0)
         pc->err = err;
     if (pc->waiting) {
@@ -691,11 +695,11 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_update *u)
     p->pass_closed = 0;
     proxy_recheck_certs(p);
     proxy_recheck_slice(p);
-    /* connections waiting for an on-demand lookup go on with the new snapshot */
-    for (struct proxy_conn *pc = p->conns, *next; pc != NULL; pc = next) {
+    /* connections waiting for an on-demand lookup go on if the new snapshot knows their destination */
+    for (struct proxy_conn *pc = p->conns, *next; pc != NULL && p->n_parked > 0; pc = next) {
         next = pc->next;
-        if (pc->lookup_waiting && pc->state == PROXY_CONN_RESOLVING)
-            proxy_outbound_resume(pc);
+        if (pc->lookup_waiting)
+            proxy_outbound_poll_lookup(pc, mesh_env_now(p->env));
     }
     mesh_sched_leave(&p->sched);
     return 0;

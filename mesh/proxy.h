@@ -53,6 +53,7 @@
 #define MESH_PROXY_SOCKS5_PORT 15080
 #define MESH_PROXY_CONNECT_TIMEOUT_NS (10ull * 1000000000ull)
 #define MESH_PROXY_LOOKUP_TIMEOUT_NS (5ull * 1000000000ull)
+#define MESH_PROXY_LOOKUP_POLL_NS (20ull * 1000000ull) /* a waiting connection asks the hook again this often */
 #define MESH_PROXY_NO_DEADLINE UINT64_MAX
 /* Live connections re-checked per call after mesh_proxy_update (default of mesh_proxy_config.recheck_slice). */
 #define MESH_PROXY_RECHECK_SLICE 256u
@@ -104,13 +105,15 @@ typedef enum mesh_proxy_verdict (*mesh_proxy_authz_fn)(void *u, const struct mes
 typedef const struct mesh_cert_bundle *(*mesh_proxy_get_bundle_fn)(void *u, const struct mesh_spiffe_id *id);
 
 /*
- * On-demand lookup: an outbound connection's destination is neither a workload nor a service VIP of the snapshot;
- * ask the control plane about dst's IP (called on the proxy's thread; must not block). Return true when an answer
- * may come: the connection then waits for the next mesh_proxy_update (resolved against it: tunnelled when the
- * destination is known by then, passed through otherwise) or for lookup_timeout_ns (passed through). False: nothing
- * will come, the connection goes on at once.
+ * On-demand lookup: an outbound connection's destination is neither a workload nor a service VIP of the snapshot.
+ * The hook asks the control plane about dst's IP, or tells what it knows (called on the proxy's thread; must not
+ * block). MESH_LOOKUP_PENDING: asked and not answered yet; the connection waits, and goes on as soon as a snapshot
+ * (mesh_proxy_update) knows the destination (tunnelled), or the hook, asked again every MESH_PROXY_LOOKUP_POLL_NS,
+ * answers MESH_LOOKUP_UNKNOWN, or lookup_timeout_ns passed (both: passed through). MESH_LOOKUP_UNKNOWN at once:
+ * nothing will name it (answered before, or not asking); the connection goes on at once.
  */
-typedef bool (*mesh_proxy_lookup_fn)(void *u, const struct mesh_addr *dst);
+enum mesh_proxy_lookup { MESH_LOOKUP_UNKNOWN = 0, MESH_LOOKUP_PENDING = 1 };
+typedef enum mesh_proxy_lookup (*mesh_proxy_lookup_fn)(void *u, const struct mesh_addr *dst);
 
 /* One access-log record, emitted once per connection at teardown. Strings are borrowed for the call, never NULL
  * ("" when unknown). */

@@ -89,7 +89,8 @@ struct proxy_conn {
     bool fin_early[2]; /* a FIN that arrived before the relay started */
     uint64_t recheck_gen; /* the p->gen this connection was last checked against */
     bool lookup_asked;    /* outbound: the on-demand lookup hook was called for dst */
-    bool lookup_waiting;  /* outbound: parked in RESOLVING until the next update or the lookup deadline */
+    bool lookup_waiting;  /* outbound: parked in RESOLVING (counted in p->n_parked) until answered or lookup_until_ns */
+    uint64_t lookup_until_ns;
     struct mesh_sched_item free_item;
 };
 
@@ -109,6 +110,7 @@ struct proxy_inbound {
 
 struct mesh_proxy {
     const struct mesh_env *env;
+    uint32_t n_parked; /* outbound connections waiting for an on-demand lookup */
     const struct mesh_conn_ops *ops;
     void *backend;
     struct mesh_proxy_config cfg;
@@ -152,8 +154,9 @@ void proxy_outbound_start(struct proxy_conn *pc);
 void proxy_outbound_on_up_writable(struct proxy_conn *pc);
 void proxy_outbound_on_up_closed(struct proxy_conn *pc, int err);
 void proxy_outbound_on_timeout(struct proxy_conn *pc);
-/* A connection waiting for an on-demand lookup goes on against the proxy's current snapshot. */
-void proxy_outbound_resume(struct proxy_conn *pc);
+/* A connection waiting for an on-demand lookup: go on when the current snapshot knows its destination, the hook
+ * says nobody will, or its wait is over; otherwise wait on (the next poll is armed). */
+void proxy_outbound_poll_lookup(struct proxy_conn *pc, uint64_t now_ns);
 /* Re-check a live outbound connection against p->ws; closes it ("unroutable") and returns false when it must go. */
 bool proxy_outbound_recheck(struct proxy_conn *pc);
 struct mesh_tls_ctx *proxy_pool_get_ctx(void *u, const struct mesh_spiffe_id *id);

@@ -5,8 +5,11 @@
  * Storage: every accepted resource owns one arena (a list of env-allocated chunks) holding its xc_entry, its name,
  * aliases and every string and array its model points to. Workload and service records live in their entry and are
  * shared with the snapshots (mesh_workloads_new_shared / derive_shared). A replaced or removed one is retired to the
- * converter's pool, which frees it once every snapshot built before the retirement is gone (snapshots hold a ticket,
- * the pool's epoch when they were built; the pool outlives the converter while snapshots do). Between two builds the
+ * converter's pool, which frees it once no live snapshot was built while it existed (snapshots hold a ticket, the
+ * pool's epoch when they were built; a record can only be in tickets after its commit and up to its retirement, so
+ * a long-lived snapshot pins what it holds, not everything retired since). The frees run on the converter's thread,
+ * at retirement and after each build, never on the threads that drop snapshots. The pool outlives the converter
+ * while snapshots do. Between two builds the
  * converter lists the workloads added and the ones gone from the last snapshot, so that a build after a small
  * change derives the next snapshot from the last one instead of indexing everything again. Dense arrays, one per kind,
  * list what the next snapshot is built from: pointers to those records, and the policy models themselves (struct
@@ -45,7 +48,8 @@ struct xc_entry {
     struct xc_chunk *mem; /* the arena holding this entry and everything its model points to */
     bool in_snapshot;     /* XC_WORKLOAD: part of the last snapshot built */
     struct xc_entry *retired_next; /* in the pool once retired */
-    uint64_t retired_epoch;        /* pool epoch at retirement: snapshots with a ticket <= it may hold the record */
+    uint64_t commit_epoch;  /* pool epoch when the record was made: only tickets above it may hold it */
+    uint64_t retired_epoch; /* pool epoch at retirement: only tickets up to it may hold it */
     const char *name;
     const char *const *aliases;
     size_t n_aliases;
@@ -114,7 +118,7 @@ struct mesh_xds_convert {
     struct xc_map aliases; /* Address aliases */
     struct xc_dense dense[XC_KIND_COUNT];
     bool dirty_workloads, dirty_authz;
-    bool republish; /* publish the same model again (a removal of something we never had) */
+    bool last_build_derived; /* the workloads snapshot being built was derived from c->current */
     uint64_t seq;
     uint64_t generation;
     const struct mesh_xds_state *current;
@@ -186,20 +190,26 @@ static struct xc_entry *xc_entry_of(const void *record)
 
 /* ---- the pool of retired records ---- */
 
-/* Free what no live ticket can hold any more; lock held. */
+/* True when a live ticket lies in (after, upto]: a snapshot built while the record existed. Lock held. */
+static bool xc_pool_held(const struct xc_pool *p, uint64_t after, uint64_t upto)
+{
+    if (p->unlisted > 0)
+        return true;
+    for (size_t i = 0; i < p->n_live; i++)
+        if (p->live[i] > after && p->live[i] <= upto)
+            return true;
+    return false;
+}
+
+/* Free the retired records no live snapshot can hold. Control thread only (the converter's calls), so that the
+ * threads dropping snapshots (DPDK workers among them) never pay for the frees. Lock held. */
 static void xc_pool_collect(struct xc_pool *p)
 {
-    uint64_t oldest = UINT64_MAX;
     struct xc_entry **pe = &p->retired;
 
-    if (p->unlisted > 0)
-        return;
-    for (size_t i = 0; i < p->n_live; i++)
-        if (p->live[i] < oldest)
-            oldest = p->live[i];
     while (*pe != NULL) {
         struct xc_entry *e = *pe;
-        if (e->retired_epoch < oldest) {
+        if (!xc_pool_held(p, e->commit_epoch, e->retired_epoch)) {
             *pe = e->retired_next;
             xc_chunks_free(p->env, e->mem); /* e lives in it */
         } else {
@@ -276,22 +286,37 @@ static void xc_pool_release(void *u, uint64_t ticket)
     }
     if (!listed && p->unlisted > 0)
         p->unlisted--;
-    xc_pool_collect(p);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->lock); /* the frees wait for the converter's next collect */
     xc_pool_put(p);
 }
 
-/* The converter lets go of a record: freed now if no snapshot can hold it, later otherwise. */
+/* The converter lets go of a record: freed now if no snapshot can hold it, later otherwise; and whatever retired
+ * earlier is no longer held is freed too. */
 static void xc_pool_retire(struct xc_pool *p, struct xc_entry *e)
 {
     pthread_mutex_lock(&p->lock);
-    if (p->n_live == 0 && p->unlisted == 0) {
-        xc_chunks_free(p->env, e->mem); /* no snapshot holds any record */
-    } else {
-        e->retired_epoch = p->epoch;
-        e->retired_next = p->retired;
-        p->retired = e;
-    }
+    e->retired_epoch = p->epoch;
+    e->retired_next = p->retired;
+    p->retired = e;
+    xc_pool_collect(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The pool's epoch now (the last ticket handed out). */
+static uint64_t xc_pool_epoch(struct xc_pool *p)
+{
+    uint64_t e;
+    pthread_mutex_lock(&p->lock);
+    e = p->epoch;
+    pthread_mutex_unlock(&p->lock);
+    return e;
+}
+
+/* Free what snapshots released since (called by the converter after each build). */
+static void xc_pool_sweep(struct xc_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    xc_pool_collect(p);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -1125,6 +1150,7 @@ static const char *xc_commit(struct mesh_xds_convert *c, enum mesh_xds_type t, s
         memcpy(xc_dense_at(d, d->n), model, d->elem);
     } else {
         const void *rec = &e->rec;
+        e->commit_epoch = xc_pool_epoch(c->pool);
         memcpy(&e->rec, model, kind == XC_WORKLOAD ? sizeof(e->rec.w) : sizeof(e->rec.s));
         memcpy(xc_dense_at(d, d->n), &rec, sizeof(rec));
         if (kind == XC_WORKLOAD)
@@ -1229,7 +1255,6 @@ void mesh_xds_convert_remove(struct mesh_xds_convert *c, enum mesh_xds_type t, c
         e = xc_map_get(&c->aliases, name);
     if (e == NULL) {
         c->stats.removed_unknown++;
-        c->republish = true; /* an on-demand answer ("nobody has it"): waiting connections must hear of it */
         return;
     }
     xc_drop(c, e);
@@ -1382,11 +1407,13 @@ static const struct mesh_workloads *xc_build_workloads(struct mesh_xds_convert *
     long lw, ls;
 
     c->stats.address_conflicts = 0;
+    c->last_build_derived = false;
     if (c->current != NULL && !c->services_changed && !c->changes_lost) {
         ws = mesh_workloads_derive_shared(c->current->workloads, dw->model, dw->n, c->gone.v, c->gone.n, c->added.v,
                                           c->added.n, &why);
         if (ws != NULL) {
             c->stats.derived++;
+            c->last_build_derived = true;
             return ws;
         }
     }
@@ -1440,6 +1467,22 @@ out:
     return ws;
 }
 
+/* The workloads snapshot just built became current: its records are "in the snapshot" (only the added ones after a
+ * derive; every one after a full build, which may follow lost change lists), and the lists start again. */
+static void xc_changes_committed(struct mesh_xds_convert *c)
+{
+    if (c->last_build_derived) {
+        for (size_t i = 0; i < c->added.n; i++)
+            xc_entry_of(c->added.v[i])->in_snapshot = true;
+    } else {
+        struct xc_dense *d = &c->dense[XC_WORKLOAD];
+        for (size_t i = 0; i < d->n; i++)
+            d->entries[i]->in_snapshot = true;
+    }
+    c->added.n = c->gone.n = 0;
+    c->services_changed = c->changes_lost = false;
+}
+
 int mesh_xds_convert_batch_done(struct mesh_xds_convert *c, enum mesh_xds_type t)
 {
     const struct mesh_xds_state *prev = c->current;
@@ -1448,23 +1491,18 @@ int mesh_xds_convert_batch_done(struct mesh_xds_convert *c, enum mesh_xds_type t
     int err = 0;
 
     (void)t;
-    if (prev != NULL && !c->dirty_workloads && !c->dirty_authz && !c->republish)
+    bool rebuilt_workloads = prev == NULL || c->dirty_workloads;
+
+    if (prev != NULL && !c->dirty_workloads && !c->dirty_authz)
         return MESH_OK;
-    c->republish = false;
     t0 = mesh_env_now(c->env);
     s = mesh_env_calloc(c->env, sizeof(*s));
     if (s == NULL)
         goto nomem;
     atomic_init(&s->refs, 1);
     s->env = c->env;
-    if (prev == NULL || c->dirty_workloads) {
+    if (rebuilt_workloads) {
         s->workloads = xc_build_workloads(c);
-        if (s->workloads != NULL) { /* what the next build derives from */
-            for (size_t i = 0; i < c->added.n; i++)
-                xc_entry_of(c->added.v[i])->in_snapshot = true;
-            c->added.n = c->gone.n = 0;
-            c->services_changed = c->changes_lost = false;
-        }
     } else {
         s->workloads = mesh_workloads_ref(prev->workloads);
     }
@@ -1489,8 +1527,11 @@ int mesh_xds_convert_batch_done(struct mesh_xds_convert *c, enum mesh_xds_type t
     s->authz = s->authz_holder->set;
     s->generation = ++c->generation;
     c->dirty_workloads = c->dirty_authz = false;
+    if (rebuilt_workloads) /* committed: this is what the next build derives from */
+        xc_changes_committed(c);
     c->current = s;
     mesh_xds_state_unref(prev);
+    xc_pool_sweep(c->pool);
     c->stats.published++;
     c->stats.workloads = c->dense[XC_WORKLOAD].n;
     c->stats.services = c->dense[XC_SERVICE].n;

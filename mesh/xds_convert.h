@@ -73,8 +73,7 @@ struct mesh_xds_convert_stats {
     uint64_t applied[MESH_XDS_TYPE_COUNT];
     uint64_t rejected[MESH_XDS_TYPE_COUNT];
     uint64_t removed[MESH_XDS_TYPE_COUNT];
-    uint64_t removed_unknown; /* removals naming nothing we hold (the model stays; the next batch republishes it,
-                               * so that whoever waits for an on-demand answer hears "nobody has it") */
+    uint64_t removed_unknown; /* removals naming nothing we hold (ignored) */
     uint64_t published;
     uint64_t build_failures;   /* out of memory while building: the previous snapshot stays current */
     uint64_t address_conflicts; /* IPs / VIPs given to the newest of several claimants in the last build */

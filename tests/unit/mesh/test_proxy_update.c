@@ -258,12 +258,15 @@ static bool g_on_demand;
 static struct mesh_addr g_asked[8];
 static int g_n_asked;
 
-static bool lookup(void *u, const struct mesh_addr *dst)
+/* What the hook answers after being asked: PENDING until g_unknown is set. */
+static bool g_unknown;
+
+static enum mesh_proxy_lookup lookup(void *u, const struct mesh_addr *dst)
 {
     (void)u;
     if (g_n_asked < 8)
         g_asked[g_n_asked++] = *dst;
-    return true;
+    return g_unknown ? MESH_LOOKUP_UNKNOWN : MESH_LOOKUP_PENDING;
 }
 
 static void node_init(struct node *n, const char *name, const char *host_ip, uint32_t recheck_slice)
@@ -350,6 +353,7 @@ static int setup_on_demand(void **state)
 {
     (void)state;
     g_on_demand = true;
+    g_unknown = false;
     g_n_asked = 0;
     fixture_up(0);
     g_on_demand = false;
@@ -774,7 +778,7 @@ static void test_on_demand_waits_for_the_answer(void **state)
     char b[64];
     (void)state;
     struct fake_app *c = client_connect("10.21.1.10", "10.21.2.30", 8080);
-    assert_int_equal(g_n_asked, 1);
+    assert_true(g_n_asked >= 1);
     mesh_addr_format(&g_asked[0], false, b, sizeof(b));
     assert_string_equal(b, "10.21.2.30");
     assert_int_equal(stats(&F->n1)->lookups, 1);
@@ -796,8 +800,10 @@ static void test_on_demand_waits_for_the_answer(void **state)
     assert_int_equal(stats(&F->n1)->pool_handshakes, 1); /* over HBONE */
     assert_string_equal(F->pol.last_dst_uid, "Kubernetes//Pod/default/fresh");
     /* a second connection to it needs no lookup */
+    int asked = g_n_asked;
     (void)client_connect("10.21.1.10", "10.21.2.30", 8080);
-    assert_int_equal(g_n_asked, 1);
+    assert_int_equal(g_n_asked, asked);
+    assert_int_equal(stats(&F->n1)->lookups, 1);
     mesh_workloads_unref(ws2);
 }
 
@@ -810,11 +816,18 @@ static void test_on_demand_times_out_to_passthrough(void **state)
     struct fake_app *c = client_connect("10.21.1.10", "10.21.2.20", 9000);
     assert_int_equal(g_n_asked, 1);
     assert_int_equal(F->n_servers, 0);
-    fake_clock_advance(&F->fe.clock, MESH_PROXY_LOOKUP_TIMEOUT_NS - 1000);
-    mesh_proxy_on_deadline(F->n1.p, now());
+    /* an update that does not name it does not end the wait */
+    update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
     pump();
-    assert_int_equal(F->n_servers, 0); /* still waiting */
-    fake_clock_advance(&F->fe.clock, 2000);
+    assert_int_equal(F->n_servers, 0);
+    for (uint64_t t = 0; t + MESH_PROXY_LOOKUP_POLL_NS < MESH_PROXY_LOOKUP_TIMEOUT_NS; t += MESH_PROXY_LOOKUP_POLL_NS) {
+        fake_clock_advance(&F->fe.clock, MESH_PROXY_LOOKUP_POLL_NS);
+        mesh_proxy_on_deadline(F->n1.p, now());
+    }
+    pump();
+    assert_int_equal(F->n_servers, 0); /* still waiting, polling the hook */
+    assert_true(g_n_asked > 1);
+    fake_clock_advance(&F->fe.clock, MESH_PROXY_LOOKUP_POLL_NS); /* the wait is over */
     assert_true(mesh_proxy_next_deadline(F->n1.p) <= now());
     mesh_proxy_on_deadline(F->n1.p, now());
     pump();
@@ -824,6 +837,28 @@ static void test_on_demand_times_out_to_passthrough(void **state)
     exchange(c, s, "plain after the wait");
     assert_int_equal(stats(&F->n1)->lookups_resolved, 0);
     assert_int_equal(stats(&F->n1)->pool_handshakes, 0); /* passthrough, no tunnel */
+    mesh_workloads_unref(ws2);
+}
+
+/* The hook learns that nobody has the address: the connection goes on at the next poll, not at the timeout. */
+static void test_on_demand_answered_unknown_goes_on(void **state)
+{
+    (void)state;
+    struct mesh_workloads *ws2 = make_ws(WL_ECHO_SVC | WL_CLIENT2); /* legacy 10.21.2.20 unknown */
+    update(&F->n1, ws2, MESH_MTLS_PERMISSIVE, &F->pol, &F->store_a);
+    struct fake_app *c = client_connect("10.21.1.10", "10.21.2.20", 9000);
+    assert_int_equal(F->n_servers, 0);
+    g_unknown = true; /* the answer came: a removal */
+    fake_clock_advance(&F->fe.clock, MESH_PROXY_LOOKUP_POLL_NS);
+    mesh_proxy_on_deadline(F->n1.p, now());
+    pump();
+    pump();
+    assert_true(c->connected);
+    exchange(c, server_from("10.21.1.10"), "passed through after the answer");
+    /* asked for again later: the hook answers at once and nothing waits */
+    struct fake_app *c2 = client_connect("10.21.1.10", "10.21.2.20", 9000);
+    assert_true(c2->connected);
+    assert_int_equal(stats(&F->n1)->lookups, 1);
     mesh_workloads_unref(ws2);
 }
 
@@ -1052,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_update_alloc_failure_sweep),
         cmocka_unit_test_setup_teardown(test_on_demand_waits_for_the_answer, setup_on_demand, teardown),
         cmocka_unit_test_setup_teardown(test_on_demand_times_out_to_passthrough, setup_on_demand, teardown),
+        cmocka_unit_test_setup_teardown(test_on_demand_answered_unknown_goes_on, setup_on_demand, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
