@@ -16,7 +16,8 @@
  *    workload's SPIFFE identity.
  *  - Indexes: workload by IP (each IP belongs to at most one workload; HOST_NETWORK workloads are not indexed),
  *    service by VIP (each VIP belongs to at most one service), service by "namespace/hostname" key, and each
- *    service's endpoints (workloads whose services map names the service), in workload order.
+ *    service's endpoints (workloads whose services map names the service): in workload order after a full build;
+ *    a derived snapshot keeps the previous order and lists added workloads last (the order carries no meaning).
  *  - Addresses in this module carry port 0; ports are host order.
  */
 #ifndef MESH_WORKLOAD_H
