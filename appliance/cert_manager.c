@@ -21,6 +21,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <jansson.h>
+
 #include "appliance/cert_manager.h"
 #include "mesh/buf.h"
 #include "mesh/ca_client.h"
@@ -411,24 +413,7 @@ const struct app_cert_manager_stats *app_cert_manager_stats(const struct app_cer
 
 /* ---- /config_dump ---- */
 
-struct cm_out {
-    char *buf;
-    size_t cap, len;
-};
-
-__attribute__((format(printf, 2, 3))) static void cm_put(struct cm_out *o, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(o->len < o->cap ? o->buf + o->len : NULL, o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n;
-}
-
-static void cm_put_time(struct cm_out *o, int64_t t)
+static json_t *cm_time_json(int64_t t)
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -436,104 +421,75 @@ static void cm_put_time(struct cm_out *o, int64_t t)
 
     gmtime_r(&tt, &tm);
     strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    cm_put(o, "\"%s\"", s);
+    return json_string(s);
 }
 
-static void cm_put_cert(struct cm_out *o, X509 *x)
+/* The serial number as lower-case hex without leading zeros into out ("" when unreadable). */
+static void cm_serial_hex(X509 *x, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    size_t k = 0, j = 0;
+
+    if (hex != NULL) {
+        while (hex[k] == '0' && hex[k + 1] != '\0')
+            k++;
+        for (; hex[k] != '\0' && j + 1 < cap; j++, k++)
+            out[j] = (char)(hex[k] >= 'A' && hex[k] <= 'F' ? hex[k] - 'A' + 'a' : hex[k]);
+    }
+    out[j] = '\0';
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+/* One certificate as ztunnel shows it: pem (base64 of the PEM), serialNumber, validFrom, expirationTime. */
+static json_t *cm_cert_json(X509 *x)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *pem = NULL, serial[MESH_IDENTITY_SERIAL_MAX_BYTES] = "";
+    char *pem = NULL, serial[MESH_IDENTITY_SERIAL_MAX_BYTES];
+    unsigned char *b64 = NULL;
     long n = 0;
     int64_t nb = 0, na = 0;
+    json_t *o;
 
     if (bio != NULL && PEM_write_bio_X509(bio, x) == 1)
         n = BIO_get_mem_data(bio, &pem);
-    cm_put(o, "{\"pem\":\"");
-    if (n > 0) {
-        unsigned char *b64 = malloc(((size_t)n + 2) / 3 * 4 + 1);
-        if (b64 != NULL) {
-            EVP_EncodeBlock(b64, (const unsigned char *)pem, (int)n);
-            cm_put(o, "%s", (const char *)b64);
-            free(b64);
-        }
-    }
-    {
-        const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
-        BIGNUM *bn = ASN1_INTEGER_to_BN(sn, NULL);
-        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-        if (hex != NULL) {
-            size_t k = 0;
-            for (; hex[k] == '0' && hex[k + 1] != '\0'; k++)
-                ;
-            for (size_t j = 0; hex[k] != '\0' && j + 1 < sizeof(serial); j++, k++)
-                serial[j] = (char)(hex[k] >= 'A' && hex[k] <= 'F' ? hex[k] - 'A' + 'a' : hex[k]);
-        }
-        OPENSSL_free(hex);
-        BN_free(bn);
-    }
+    if (n > 0 && (b64 = malloc(((size_t)n + 2) / 3 * 4 + 1)) != NULL)
+        EVP_EncodeBlock(b64, (const unsigned char *)pem, (int)n);
+    cm_serial_hex(x, serial, sizeof(serial));
     (void)mesh_identity_asn1_time_to_unix(X509_get0_notBefore(x), &nb);
     (void)mesh_identity_asn1_time_to_unix(X509_get0_notAfter(x), &na);
-    cm_put(o, "\",\"serialNumber\":\"%s\",\"validFrom\":", serial);
-    cm_put_time(o, nb);
-    cm_put(o, ",\"expirationTime\":");
-    cm_put_time(o, na);
-    cm_put(o, "}");
+    o = json_pack("{s:s, s:s, s:o, s:o}", "pem", b64 != NULL ? (const char *)b64 : "", "serialNumber", serial,
+                  "validFrom", cm_time_json(nb), "expirationTime", cm_time_json(na));
+    free(b64);
     BIO_free(bio);
+    return o;
 }
 
-static void cm_put_json_str(struct cm_out *o, const char *s)
+json_t *app_cert_manager_dump(const struct app_cert_manager *cm)
 {
-    cm_put(o, "\"");
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            cm_put(o, "\\%c", c);
-        else if (c < 0x20)
-            cm_put(o, "\\u%04x", c);
-        else
-            cm_put(o, "%c", c);
-    }
-    cm_put(o, "\"");
-}
+    json_t *arr = json_array();
 
-size_t app_cert_manager_dump_json(const struct app_cert_manager *cm, char *buf, size_t cap)
-{
-    struct cm_out o = {buf, cap, 0};
-
-    if (cap > 0)
-        buf[0] = '\0';
-    cm_put(&o, "[");
     for (size_t i = 0; i < cm->n_ids; i++) {
         const struct cm_ident *ci = cm->ids[i];
         char uri[MESH_SPIFFE_URI_MAX_BYTES], state[CM_ERR_MAX + 20];
+        json_t *chain = json_array(), *roots = json_array();
 
         (void)mesh_spiffe_format(&ci->id, uri, sizeof(uri));
         (void)app_cert_manager_state(cm, &ci->id, state, sizeof(state));
-        cm_put(&o, "%s{\"identity\":", i == 0 ? "" : ",");
-        cm_put_json_str(&o, uri);
-        cm_put(&o, ",\"state\":");
-        cm_put_json_str(&o, state);
-        cm_put(&o, ",\"certChain\":[");
         if (ci->bundle != NULL) {
-            STACK_OF(X509) *chain = mesh_identity_bundle_chain(ci->bundle);
-            cm_put_cert(&o, mesh_identity_bundle_leaf(ci->bundle));
-            for (int k = 0; k < sk_X509_num(chain); k++) {
-                cm_put(&o, ",");
-                cm_put_cert(&o, sk_X509_value(chain, k));
-            }
+            STACK_OF(X509) *rest = mesh_identity_bundle_chain(ci->bundle);
+            STACK_OF(X509) *rs = mesh_identity_bundle_roots(ci->bundle);
+            json_array_append_new(chain, cm_cert_json(mesh_identity_bundle_leaf(ci->bundle)));
+            for (int k = 0; k < sk_X509_num(rest); k++)
+                json_array_append_new(chain, cm_cert_json(sk_X509_value(rest, k)));
+            for (int k = 0; k < sk_X509_num(rs); k++)
+                json_array_append_new(roots, cm_cert_json(sk_X509_value(rs, k)));
         }
-        cm_put(&o, "],\"rootCerts\":[");
-        if (ci->bundle != NULL) {
-            STACK_OF(X509) *roots = mesh_identity_bundle_roots(ci->bundle);
-            for (int k = 0; k < sk_X509_num(roots); k++) {
-                cm_put(&o, "%s", k == 0 ? "" : ",");
-                cm_put_cert(&o, sk_X509_value(roots, k));
-            }
-        }
-        cm_put(&o, "]}");
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:o, s:o}", "identity", uri, "state", state, "certChain",
+                                             chain, "rootCerts", roots));
     }
-    cm_put(&o, "]");
-    return o.len;
+    return arr;
 }
 
 /* ---- local CA ---- */

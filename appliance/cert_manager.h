@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "appliance/config_xds.h"
 #include "mesh/env.h"
 #include "mesh/identity.h"
@@ -117,10 +119,10 @@ int app_cert_manager_schedule(const struct app_cert_manager *cm, const struct me
 
 /*
  * The /config_dump "certificates" array in ztunnel's shape (facts section 1): [{identity, state, certChain[],
- * rootCerts[]}], each cert {pem (base64 of PEM), serialNumber, validFrom, expirationTime (RFC 3339)}. Writes JSON
- * into buf (NUL-terminated when cap > 0) and returns the length it needs, like snprintf.
+ * rootCerts[]}], each cert {pem (base64 of PEM), serialNumber, validFrom, expirationTime (RFC 3339)}. A new
+ * reference. Control thread.
  */
-size_t app_cert_manager_dump_json(const struct app_cert_manager *cm, char *buf, size_t cap);
+json_t *app_cert_manager_dump(const struct app_cert_manager *cm);
 
 const struct app_cert_manager_stats *app_cert_manager_stats(const struct app_cert_manager *cm);
 

@@ -12,7 +12,6 @@
 #include "appliance/log.h"
 #include "appliance/xds_agent.h"
 #include "mesh/xds_convert.h"
-#include "mgmt/prom.h"
 
 #define ISTIOD_LOOKUP_QUEUE 64   /* asked for, not yet subscribed */
 #define ISTIOD_ASKED_MAX 1024     /* subscribed, no answer yet */
@@ -302,22 +301,5 @@ json_t *app_istiod_dump_json(const struct app_istiod *x)
 
 void app_istiod_metrics_render(struct mgmt_prom *prom, const struct app_istiod *x)
 {
-    const struct mesh_xds_stats *st = app_xds_agent_xds_stats(x->agent);
-
-    mgmt_prom_family(prom, "istio_xds_connection_terminations_total", MGMT_PROM_COUNTER,
-                     "The total number of completed connections to xds server.");
-    for (int t = 0; t < MESH_XDS_TERM_COUNT; t++) {
-        struct mgmt_prom_label l[] = {{"reason", mesh_xds_term_label((enum mesh_xds_term)t)}};
-        mgmt_prom_sample_u64(prom, l, 1, st->terminations[t]);
-    }
-    mgmt_prom_family(prom, "istio_xds_message_total", MGMT_PROM_COUNTER, "Total number of messages received.");
-    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
-        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
-        mgmt_prom_sample_u64(prom, l, 1, st->messages[t]);
-    }
-    mgmt_prom_family(prom, "istio_xds_message_bytes_total", MGMT_PROM_COUNTER, "Total number of bytes received.");
-    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
-        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
-        mgmt_prom_sample_u64(prom, l, 1, st->message_bytes[t]);
-    }
+    app_xds_agent_metrics_render(prom, x->agent);
 }

@@ -484,21 +484,6 @@ int app_mesh_node_register_routes(struct app_mesh_node *const *slot, struct mgmt
                            "explain an authorization decision: ?src_identity=&src=&dst=&port=", 0);
 }
 
-/* The certificate manager's view (ztunnel's shape: identity, state, certChain[], rootCerts[]) as JSON. */
-static json_t *mesh_node_manager_certs_json(const struct app_cert_manager *cm)
-{
-    size_t need = app_cert_manager_dump_json(cm, NULL, 0);
-    char *buf = malloc(need + 1);
-    json_t *arr = NULL;
-
-    if (buf != NULL) {
-        app_cert_manager_dump_json(cm, buf, need + 1);
-        arr = json_loads(buf, 0, NULL);
-        free(buf);
-    }
-    return arr != NULL ? arr : json_array();
-}
-
 json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
 {
     const struct mesh_workloads *ws = n->workloads;
@@ -534,7 +519,7 @@ json_t *app_mesh_node_dump_json(const struct app_mesh_node *n)
     }
     if (n->cert_manager != NULL) {
         json_decref(certs);
-        certs = mesh_node_manager_certs_json(n->cert_manager);
+        certs = app_cert_manager_dump(n->cert_manager);
     }
     for (size_t i = 0; i < n->n_certs; i++) {
         const struct mesh_cert_bundle *b = n->certs[i];

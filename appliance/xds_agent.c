@@ -22,6 +22,7 @@
 #include "mesh/ca_client.h"
 #include "mesh/err.h"
 #include "mesh/xds_conn.h"
+#include "mgmt/prom.h"
 
 #define XA_READ_BYTES 65536
 #define XA_CA_RETRY_NS (1000ull * 1000000ull)
@@ -718,34 +719,24 @@ const struct mesh_xds_state *app_xds_agent_state(const struct app_xds_agent *a)
     return mesh_xds_convert_current(a->conv);
 }
 
-size_t app_xds_agent_metrics(const struct app_xds_agent *a, char *buf, size_t cap)
+void app_xds_agent_metrics_render(struct mgmt_prom *prom, const struct app_xds_agent *a)
 {
     const struct mesh_xds_stats *st = mesh_xds_client_stats(a->xc);
-    size_t len = 0;
-    int n;
 
-#define XA_PUT(...)                                                                                                    \
-    do {                                                                                                               \
-        n = snprintf(len < cap ? buf + len : NULL, len < cap ? cap - len : 0, __VA_ARGS__);                            \
-        if (n > 0)                                                                                                     \
-            len += (size_t)n;                                                                                          \
-    } while (0)
-    if (cap > 0)
-        buf[0] = '\0';
-    XA_PUT("# HELP istio_xds_connection_terminations The total number of completed connections to xds server.\n"
-           "# TYPE istio_xds_connection_terminations counter\n");
-    for (int t = 0; t < MESH_XDS_TERM_COUNT; t++)
-        XA_PUT("istio_xds_connection_terminations_total{reason=\"%s\"} %llu\n",
-               mesh_xds_term_label((enum mesh_xds_term)t), (unsigned long long)st->terminations[t]);
-    XA_PUT("# HELP istio_xds_message Total number of messages received.\n# TYPE istio_xds_message counter\n");
-    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
-        XA_PUT("istio_xds_message_total{url=\"%s\"} %llu\n", mesh_xds_type_url((enum mesh_xds_type)t),
-               (unsigned long long)st->messages[t]);
-    XA_PUT("# HELP istio_xds_message_bytes Total number of bytes received.\n"
-           "# TYPE istio_xds_message_bytes counter\n");
-    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++)
-        XA_PUT("istio_xds_message_bytes_total{url=\"%s\"} %llu\n", mesh_xds_type_url((enum mesh_xds_type)t),
-               (unsigned long long)st->message_bytes[t]);
-#undef XA_PUT
-    return len;
+    mgmt_prom_family(prom, "istio_xds_connection_terminations_total", MGMT_PROM_COUNTER,
+                     "The total number of completed connections to xds server.");
+    for (int t = 0; t < MESH_XDS_TERM_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"reason", mesh_xds_term_label((enum mesh_xds_term)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->terminations[t]);
+    }
+    mgmt_prom_family(prom, "istio_xds_message_total", MGMT_PROM_COUNTER, "Total number of messages received.");
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->messages[t]);
+    }
+    mgmt_prom_family(prom, "istio_xds_message_bytes_total", MGMT_PROM_COUNTER, "Total number of bytes received.");
+    for (int t = 0; t < MESH_XDS_TYPE_COUNT; t++) {
+        struct mgmt_prom_label l[] = {{"url", mesh_xds_type_url((enum mesh_xds_type)t)}};
+        mgmt_prom_sample_u64(prom, l, 1, st->message_bytes[t]);
+    }
 }

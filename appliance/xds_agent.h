@@ -90,11 +90,10 @@ const struct mesh_xds_stats *app_xds_agent_xds_stats(const struct app_xds_agent 
 /* The last published snapshot (borrowed), or NULL. */
 const struct mesh_xds_state *app_xds_agent_state(const struct app_xds_agent *a);
 
-/*
- * Prometheus text for the istio_xds_* counters (facts section 5): istio_xds_connection_terminations_total{reason},
- * istio_xds_message_total{url}, istio_xds_message_bytes_total{url}. Returns the length needed (like snprintf).
- */
-size_t app_xds_agent_metrics(const struct app_xds_agent *a, char *buf, size_t cap);
+struct mgmt_prom;
+/* The istio_xds_* families (facts section 5) into prom: istio_xds_connection_terminations_total{reason},
+ * istio_xds_message_total{url}, istio_xds_message_bytes_total{url}. */
+void app_xds_agent_metrics_render(struct mgmt_prom *prom, const struct app_xds_agent *a);
 
 /* A CA transport for the certificate manager over this agent's connections (out->u = a). */
 void app_xds_agent_ca_transport(struct app_xds_agent *a, struct app_cert_ca *out);

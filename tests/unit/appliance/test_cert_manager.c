@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -386,8 +387,7 @@ static void test_cert_manager_local_ca_and_dump(void **state)
     struct mesh_local_ca *ca, *again;
     struct app_cert_manager *cm;
     struct mesh_spiffe_id id;
-    char *json;
-    size_t need;
+    json_t *dump, *entry, *cert;
     struct stat st;
     int err = 0;
 
@@ -417,14 +417,18 @@ static void test_cert_manager_local_ca_and_dump(void **state)
     app_cert_manager_tick(cm);
     assert_int_equal(app_cert_manager_stats(cm)->rotations, 1);
 
-    need = app_cert_manager_dump_json(cm, NULL, 0);
-    json = malloc(need + 1);
-    assert_int_equal(app_cert_manager_dump_json(cm, json, need + 1), need);
-    assert_non_null(strstr(json, "[{\"identity\":\"spiffe://cluster.local/ns/default/sa/local\",\"state\":\"Available\","
-                                 "\"certChain\":[{\"pem\":\"LS0tLS1CRUdJTi"));
-    assert_non_null(strstr(json, "\"rootCerts\":[{\"pem\":\""));
-    assert_non_null(strstr(json, "\"expirationTime\":\"2026-01-01T00:15:00Z\"}"));
-    free(json);
+    dump = app_cert_manager_dump(cm);
+    assert_int_equal(json_array_size(dump), 1);
+    entry = json_array_get(dump, 0);
+    assert_string_equal(json_string_value(json_object_get(entry, "identity")),
+                        "spiffe://cluster.local/ns/default/sa/local");
+    assert_string_equal(json_string_value(json_object_get(entry, "state")), "Available");
+    cert = json_array_get(json_object_get(entry, "certChain"), 0);
+    assert_int_equal(strncmp(json_string_value(json_object_get(cert, "pem")), "LS0tLS1CRUdJTi", 14), 0);
+    assert_string_equal(json_string_value(json_object_get(cert, "expirationTime")), "2026-01-01T00:15:00Z");
+    assert_true(strlen(json_string_value(json_object_get(cert, "serialNumber"))) > 0);
+    assert_int_equal(json_array_size(json_object_get(entry, "rootCerts")), 1);
+    json_decref(dump);
     app_cert_manager_free(cm);
     mesh_local_ca_free(ca);
     {

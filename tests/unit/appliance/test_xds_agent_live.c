@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
+
+#include "mgmt/prom.h"
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -194,7 +198,7 @@ static void test_xds_agent_live(void **state)
     struct world w = {0};
     struct app_xds_config cfg = {0};
     struct app_cert_ca ca;
-    char tok[128], authority[64], buf[8192];
+    char tok[128], authority[64];
     FILE *f;
     int err = 0;
 
@@ -246,9 +250,21 @@ static void test_xds_agent_live(void **state)
     assert_true(count_events("\"event\": \"csr\"") >= 1);
     assert_true(count_events("ImpersonatedIdentity") == 0); /* logged as identity=..., not the key */
     assert_true(count_events("\"identity\": \"spiffe://cluster.local/ns/default/sa/sleep\"") >= 1);
-    assert_true(app_xds_agent_metrics(w.a, buf, sizeof(buf)) < sizeof(buf));
-    assert_non_null(strstr(buf, "istio_xds_connection_terminations_total{reason=\"Error\"} 1\n"));
-    assert_true(app_cert_manager_dump_json(w.cm, buf, sizeof(buf)) > 0);
+    {
+        struct mgmt_prom *prom = mgmt_prom_new(MGMT_PROM_TEXT, NULL);
+        size_t len;
+        assert_non_null(prom);
+        app_xds_agent_metrics_render(prom, w.a);
+        assert_int_equal(mgmt_prom_finish(prom), 0);
+        assert_non_null(strstr(mgmt_prom_data(prom, &len),
+                               "istio_xds_connection_terminations_total{reason=\"Error\"} 1\n"));
+        mgmt_prom_free(prom);
+    }
+    {
+        json_t *dump = app_cert_manager_dump(w.cm);
+        assert_true(json_array_size(dump) >= 1);
+        json_decref(dump);
+    }
 
     app_xds_agent_free(w.a);
     app_cert_manager_free(w.cm);
