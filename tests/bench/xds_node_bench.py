@@ -22,24 +22,22 @@ Usage: xds_node_bench.py --build BUILD [--backends dpdk,kernel] [--scales 1000,1
 
 import argparse
 import datetime
-import json
 import os
-import re
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lab"))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 
 import zwlab  # noqa: E402
 import mesh_bench  # noqa: E402  (nginx in pod c, wrk)
+import xds_lab  # noqa: E402  (nodes following control planes)
 
-CONTROLPLANE = os.path.join(HERE, "..", "controlplane", "controlplane.py")
 TD = "cluster.local"
 TOKEN = "zw-xds-bench-token"
-CP_PORT = 15012
 QUIET_MARGIN_S = 12  # the quiet pause is the wrk run plus this (servers, warm-up)
 UPDATE_EVERY_S = 0.1
 UPDATES = 400  # 40 s of updates at most; the bench stops the lab earlier
@@ -100,20 +98,6 @@ def scenario(n, quiet_s):
     return {"ca": "ok", "streams": [steps, [{"wait_initial": True}]]}
 
 
-def events(path):
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
-    except OSError:
-        pass
-    return out
-
-
 def log_times(path, marker):
     """Wall-clock times (s) of the zwire log lines containing marker."""
     out = []
@@ -141,53 +125,23 @@ def rss_kib(lab, node):
 
 
 def run_one(build, backend, n, secs):
-    kind = {"dpdk": "zwire", "kernel": "zwire-kernel"}[backend]
-    desc = json.loads(json.dumps(zwlab.DEFAULT_DESC))
-    for node in desc["nodes"]:
-        node["kind"] = kind
-    desc["pods"] = [{"name": p, "node": node, "ip": ip} for p, (node, ip) in PODS.items()]
-    desc["mesh"] = {"mesh": {"trust_domain": TD, "mtls_mode": "PERMISSIVE", "certificates": {"source": "xds"}}}
-    lab = zwlab.Lab(desc, build=build)
-    token = os.path.join(lab.run_dir, "token")
-    cps, rss_before = {}, {}
-    scen = os.path.join(lab.run_dir, "scenario.json")
-
-    def before_zwire(lab_, node):
-        with open(token, "w", encoding="utf-8") as f:
-            f.write(TOKEN)
-        if not os.path.exists(scen):
-            with open(scen, "w", encoding="utf-8") as f:
-                json.dump(scenario(n, secs + QUIET_MARGIN_S), f)
-        wd = os.path.join(lab_.run_dir, f"cp-{node}")
-        proc = lab_.start_bg(node, [zwlab.PYTHON, CONTROLPLANE, "--host", "127.0.0.1", "--port", str(CP_PORT),
-                                    "--token", TOKEN, "--scenario", scen, "--workdir", wd,
-                                    "--pki-dir", os.path.join(lab_.run_dir, "pki")], f"controlplane-{node}")
-        deadline = time.monotonic() + 60
-        while "CONTROLPLANE port=" not in proc.log_tail():
-            if not proc.alive() or time.monotonic() > deadline:
-                raise zwlab.LabError(f"control plane of {node}: {proc.log_tail()}")
-            time.sleep(0.2)
-        cps[node] = wd
-        lab_.nodes[node]["config_extra"] = (
-            f'xds = {{ address = "127.0.0.1:{CP_PORT}"; root_cert = "{lab_.run_dir}/pki/root.pem"; '
-            f'token_file = "{token}"; cluster_id = "Kubernetes"; server_name = "localhost"; '
-            f'node_id = "ztunnel~127.0.0.1~zwire-{node}.istio-system~istio-system.svc.cluster.local"; }};')
-    lab.before_zwire = before_zwire
+    the_scenario = scenario(n, secs + QUIET_MARGIN_S)
+    lab = xds_lab.following_lab(build, backend, [(p, node, ip) for p, (node, ip) in PODS.items()], TD, TOKEN,
+                                scenario=lambda node: the_scenario)
     marker = "reload: applied" if backend == "dpdk" else "istiod snapshot"
     row = {"backend": backend, "n": n}
     try:
         lab.up()
-        ev_path = os.path.join(cps["node1"], "events.jsonl")
         # the initial push: its event, then the node's line for it
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            pushes = [e for e in events(ev_path) if e.get("event") == "push" and e.get("kind") == "address"]
-            acks = [e for e in events(ev_path) if e.get("event") == "check_ok"]
+            pushes = [e for e in xds_lab.events(lab, "node1") if e.get("event") == "push" and e.get("kind") == "address"]
+            acks = [e for e in xds_lab.events(lab, "node1") if e.get("event") == "check_ok"]
             if pushes and len(acks) >= 2:
                 break
             time.sleep(0.2)
         else:
-            raise zwlab.LabError(f"node1 never ACKed the initial push: {events(ev_path)[-3:]}")
+            raise zwlab.LabError(f"node1 never ACKed the initial push: {xds_lab.events(lab, 'node1')[-3:]}")
         t_push = pushes[0]["t"]
         applied = first_after(log_times(lab.daemons["node1"].log_path, marker), t_push)
         row["push_ms"] = (applied - t_push) * 1000 if applied else None
@@ -203,14 +157,14 @@ def run_one(build, backend, n, secs):
             row["quiet"] = mesh_bench.wrk(lab, "mesh", 4, secs)
         else:
             say(f"  {backend} {n}: setup took too long for a quiet run before the updates")
-        while not [e for e in events(ev_path) if e.get("event") == "push" and e["t"] > t_push + 0.5
+        while not [e for e in xds_lab.events(lab, "node1") if e.get("event") == "push" and e["t"] > t_push + 0.5
                    and e.get("kind") == "address"]:
             time.sleep(0.2)
         t0 = time.time()
         row["updates"] = mesh_bench.wrk(lab, "mesh", 4, secs)
         t1 = time.time()
         times = log_times(lab.daemons["node1"].log_path, marker)
-        ups = [e["t"] for e in events(ev_path) if e.get("event") == "push" and t0 <= e["t"] <= t1]
+        ups = [e["t"] for e in xds_lab.events(lab, "node1") if e.get("event") == "push" and t0 <= e["t"] <= t1]
         lat = [(first_after(times, t) - t) * 1000 for t in ups if first_after(times, t)]
         row["n_updates"] = len(ups)
         row["update_ms"] = (statistics.median(lat), sorted(lat)[int(len(lat) * 0.9)]) if lat else None

@@ -55,6 +55,23 @@ def case(fn=None, *, after_teardown=False, timeout=CASE_TIMEOUT_S):
     return reg(fn) if fn is not None else reg
 
 
+def take_backend(argv, allowed=("dpdk", "kernel")):
+    """Removes --backend X (or --backend=X) from argv and returns X (default "dpdk"); exits on a value not allowed."""
+    backend = "dpdk"
+    for i, a in enumerate(list(argv)):
+        if a == "--backend" and i + 1 < len(argv):
+            backend = argv[i + 1]
+            del argv[i:i + 2]
+            break
+        if a.startswith("--backend="):
+            backend = a.split("=", 1)[1]
+            del argv[i]
+            break
+    if backend not in allowed:
+        raise SystemExit(f"--backend {backend}: want one of {', '.join(allowed)}")
+    return backend
+
+
 def check(cond, msg):
     """Fails the current case with msg unless cond holds."""
     if not cond:

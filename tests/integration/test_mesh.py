@@ -24,7 +24,7 @@ import struct
 import sys
 import time
 
-from harness import case, check, main
+from harness import case, check, main, take_backend
 import zwlab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -798,23 +798,6 @@ def make_lab(ctx):
     return zwlab.Lab(lab_desc(*kinds), build=ctx.build)
 
 
-def _take_backend(argv):
-    """Removes --backend X (or --backend=X) from argv; returns X."""
-    backend = "dpdk"
-    for i, a in enumerate(list(argv)):
-        if a == "--backend" and i + 1 < len(argv):
-            backend = argv[i + 1]
-            del argv[i:i + 2]
-            break
-        if a.startswith("--backend="):
-            backend = a.split("=", 1)[1]
-            del argv[i]
-            break
-    if backend not in ("dpdk", "kernel", "mixed"):
-        raise SystemExit(f"--backend {backend}: want dpdk, kernel or mixed")
-    return backend
-
-
 if __name__ == "__main__":
-    BACKEND = _take_backend(sys.argv)
+    BACKEND = take_backend(sys.argv, ("dpdk", "kernel", "mixed"))
     sys.exit(main(make_lab, f"mesh end to end ({BACKEND} backend)"))

@@ -35,16 +35,16 @@ import subprocess
 import sys
 import time
 
-from harness import case, check, main
+import checks
+from harness import case, check, main, take_backend
+from xds_lab import access_lines, config_dump, events, following_lab, start_controlplane, wait_for
 import zwlab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONTROLPLANE = os.path.join(HERE, "..", "controlplane", "controlplane.py")
 MESH_PEER = os.path.join(HERE, "mesh_peer.py")
 PY = zwlab.PYTHON
 TD = "cluster.local"
 TOKEN = "zw-xds-node-token"
-CP_PORT = 15012
 PORT = 8080
 VIP, VIP_PORT = "10.96.21.20", 80
 PHASE2_S = 20   # seconds after the first pushes until the control plane denies a -> c
@@ -116,47 +116,6 @@ RESTART_SCENARIO = {"ca": "ok", "ca_refuse": [spiffe("r")], "streams": [[
 ]]}
 
 
-def cp_dir(lab, node):
-    return os.path.join(lab.run_dir, f"cp-{node}")
-
-
-def start_controlplane(lab, node, scenario, name):
-    """The control plane in the node's netns on 127.0.0.1:CP_PORT with the lab's shared PKI; returns once it
-    listens."""
-    wd = cp_dir(lab, node)
-    os.makedirs(wd, exist_ok=True)
-    scen = os.path.join(wd, f"{name}.json")
-    with open(scen, "w", encoding="utf-8") as f:
-        json.dump(scenario, f)
-    proc = lab.start_bg(node, [PY, CONTROLPLANE, "--host", "127.0.0.1", "--port", str(CP_PORT), "--token", TOKEN,
-                               "--scenario", scen, "--workdir", wd, "--pki-dir", os.path.join(lab.run_dir, "pki")],
-                        name)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "CONTROLPLANE port=" in proc.log_tail():
-            return proc
-        check(proc.alive(), f"the control plane of {node} exited:\n{proc.log_tail()}")
-        time.sleep(0.2)
-    raise AssertionError(f"the control plane of {node} did not start:\n{proc.log_tail()}")
-
-
-def events(lab, node, since=0.0):
-    path = os.path.join(cp_dir(lab, node), "events.jsonl")
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if ev.get("t", 0) >= since:
-                    out.append(ev)
-    except OSError:
-        pass
-    return out
-
-
 def issued(lab, node, identity):
     """Serials (ints) the test CA issued for identity through node's control plane, oldest first."""
     return [int(e["serial"], 16) for e in events(lab, node) if e.get("event") == "issued"
@@ -167,27 +126,6 @@ def curl(lab, src, dst_ip, port=PORT, max_time=6):
     res = lab.exec(src, ["curl", "-sS", "--max-time", str(max_time), "-o", "/dev/null", "-w", "%{http_code}",
                          f"http://{dst_ip}:{port}/"], timeout=max_time + 5)
     return res.returncode, res.stdout.strip(), res.stderr.strip()
-
-
-def access_lines(lab, node):
-    with open(lab.daemons[node].log_path, encoding="utf-8", errors="replace") as f:
-        return [ln.rstrip("\n") for ln in f if " access: " in ln]
-
-
-def wait_for(pred, timeout, step=0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return None
-
-
-def config_dump(lab, node):
-    code, body = lab.mgmt(node, "GET", "/config_dump")
-    check(code == 200, f"{node}: /config_dump -> {code} {body[:300]}")
-    return json.loads(body)
 
 
 def certificates(lab, node):
@@ -391,7 +329,8 @@ def control_plane_outage_changes_nothing_then_resync(lab, ctx):
     t_start = time.time()
     ctx.scratch["cp-restart"] = t_start
     for node in ("node1", "node2"):
-        ctx.scratch["cp-" + node] = start_controlplane(lab, node, RESTART_SCENARIO, f"controlplane-{node}-restarted")
+        ctx.scratch["cp-" + node] = start_controlplane(lab, node, RESTART_SCENARIO, f"controlplane-{node}-restarted",
+                                                       TOKEN)
     for node in ("node1", "node2"):
         got = wait_for(lambda: [e for e in events(lab, node, since=t_start) if e.get("event") == "check_ok"
                                 and e.get("what") == "initial versions"], 30, step=0.5)
@@ -438,48 +377,18 @@ def no_control_plane_check_failed(lab, _ctx):
         check(not bad, f"{node}: control plane checks failed: {bad}")
 
 
-@case
+@case(after_teardown=True)
 def teardown_leaves_nothing(lab, _ctx):
-    pass
+    checks.no_leftovers(lab)  # namespaces, processes (the control planes among them), links, runtime dirs
 
 
 def make_lab(ctx):
-    kind = {"dpdk": "zwire", "kernel": "zwire-kernel"}[BACKEND]
-    desc = json.loads(json.dumps(zwlab.DEFAULT_DESC))
-    for n in desc["nodes"]:
-        n["kind"] = kind
-    desc["pods"] = [{"name": p, "node": node, "ip": ip} for p, (node, ip, _ns) in PODS.items()]
-    desc["pods"].append({"name": OUTSIDER[0], "node": OUTSIDER[1], "ip": OUTSIDER[2]})
-    # no CA in the file: the Istio CA (the test control plane) signs every workload certificate
-    desc["mesh"] = {"mesh": {"trust_domain": TD, "mtls_mode": "PERMISSIVE", "certificates": {"source": "xds"}}}
-    lab = zwlab.Lab(desc, build=ctx.build)
-    token = os.path.join(lab.run_dir, "token")
-
-    def before_zwire(lab_, node):
-        with open(token, "w", encoding="utf-8") as f:
-            f.write(TOKEN)
-        ctx.scratch["cp-" + node] = start_controlplane(lab_, node, SCENARIO, f"controlplane-{node}")
-        lab_.nodes[node]["config_extra"] = (
-            f'xds = {{ address = "127.0.0.1:{CP_PORT}"; root_cert = "{lab_.run_dir}/pki/root.pem"; '
-            f'token_file = "{token}"; cluster_id = "Kubernetes"; server_name = "localhost"; '
-            f'cert_ttl_s = {CERT_TTL_S}; '
-            f'node_id = "ztunnel~127.0.0.1~zwire-{node}.istio-system~istio-system.svc.cluster.local"; }};')
-    lab.before_zwire = before_zwire
-    return lab
-
-
-def _take_backend(argv):
-    backend = "dpdk"
-    for i, a in enumerate(list(argv)):
-        if a == "--backend" and i + 1 < len(argv):
-            backend = argv[i + 1]
-            del argv[i:i + 2]
-            break
-    if backend not in ("dpdk", "kernel"):
-        raise SystemExit(f"--backend {backend}: want dpdk or kernel")
-    return backend
+    pods = [(p, node, ip) for p, (node, ip, _ns) in PODS.items()] + [(OUTSIDER[0], OUTSIDER[1], OUTSIDER[2])]
+    return following_lab(ctx.build, BACKEND, pods, TD, TOKEN, scenario=lambda node: SCENARIO,
+                         xds_keys=lambda node: {"cert_ttl_s": CERT_TTL_S},
+                         started=lambda node, proc: ctx.scratch.__setitem__("cp-" + node, proc))
 
 
 if __name__ == "__main__":
-    BACKEND = _take_backend(sys.argv)
+    BACKEND = take_backend(sys.argv)
     sys.exit(main(make_lab, f"zwire nodes following a control plane ({BACKEND} backend)"))
